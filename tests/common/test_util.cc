@@ -489,4 +489,43 @@ const char *DtypeName(moeDtype_t d) {
   }
 }
 
+moeLayerConfig_t FamilyConfig(moeRouting_t routing, moeDtype_t dtype, int64_t H, int64_t I) {
+  moeLayerConfig_t c = MakeConfig(H, I, 8, 2, routing, dtype);
+  switch (routing) {
+    case moeRoutingTopKSoftmax: break;
+    case moeRoutingSoftmaxTopK:
+      c.num_experts = 16, c.top_k = 4, c.norm_topk_prob = 1;
+      break;
+    case moeRoutingSigmoidGroupTopK:
+      c.num_experts = 16, c.top_k = 4, c.n_group = 4, c.topk_group = 2, c.norm_topk_prob = 1;
+      c.routed_scaling_factor = 2.5f, c.num_shared_experts = 1;
+      break;
+    case moeRoutingSoftmaxGroupTopK:
+      c.num_experts = 16, c.top_k = 3, c.n_group = 4, c.topk_group = 2;
+      c.routed_scaling_factor = 16.0f;
+      break;
+    case moeRoutingSigmoidTop1InputScale:
+      c.top_k = 1, c.num_shared_experts = 1;
+      break;
+    case moeRoutingTopP:
+      c.top_k = 4, c.top_p_threshold = 0.4f;
+      break;
+    case moeRoutingExpertChoice:
+      c.top_k = 1, c.capacity_factor = 2.0f;
+      break;
+    case moeRoutingDense:
+      c.num_experts = 4, c.top_k = 1;
+      break;
+    default: break;
+  }
+  return c;
+}
+
+void SetIdentityRouter(HostLayer *w) {
+  const int64_t heads = w->cfg.num_heads > 1 ? w->cfg.num_heads : 1;
+  const int64_t Hr = w->cfg.hidden / heads, E = w->cfg.num_experts;
+  w->router_weight.assign(size_t(E * Hr), 0.0f);
+  for (int64_t e = 0; e < E && e < Hr; ++e) w->router_weight[size_t(e * Hr + e)] = 1.0f;
+}
+
 }  // namespace moe_test

@@ -147,4 +147,13 @@ bool BitwiseEqual(const std::vector<float> &a, const std::vector<float> &b);
 const char *RoutingName(moeRouting_t r);
 const char *DtypeName(moeDtype_t d);
 
+// The configuration each suite uses for a routing family (small sizes; shared experts on the
+// DeepSeek-V3 and Llama-4 families, as the models have them).
+moeLayerConfig_t FamilyConfig(moeRouting_t routing, moeDtype_t dtype = moeFloat32,
+                              int64_t H = 64, int64_t I = 32);
+
+// Makes the router the identity on the first E coordinates (requires Hr >= E), so that a token's
+// first E values are its logits: routing cases (ties, NaN) can be written by hand.
+void SetIdentityRouter(HostLayer *w);
+
 }  // namespace moe_test
