@@ -528,4 +528,10 @@ void SetIdentityRouter(HostLayer *w) {
   for (int64_t e = 0; e < E && e < Hr; ++e) w->router_weight[size_t(e * Hr + e)] = 1.0f;
 }
 
+std::vector<float> RoundToDtype(const std::vector<float> &v, moeDtype_t dtype) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = RoundTo(v[i], dtype);
+  return out;
+}
+
 }  // namespace moe_test

@@ -156,4 +156,7 @@ moeLayerConfig_t FamilyConfig(moeRouting_t routing, moeDtype_t dtype = moeFloat3
 // first E values are its logits: routing cases (ties, NaN) can be written by hand.
 void SetIdentityRouter(HostLayer *w);
 
+// Values rounded to what a dtype can hold (round to nearest even), as the library stores them.
+std::vector<float> RoundToDtype(const std::vector<float> &v, moeDtype_t dtype);
+
 }  // namespace moe_test
