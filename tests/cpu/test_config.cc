@@ -154,8 +154,9 @@ TEST(Config, NullPointersAreInvalidArguments) {
 }
 
 TEST(Config, HugeLayerFailsCleanly) {
-  // 4096 experts of 2^20 x 2^20: 2^55 bytes of weights. Must fail (memory, not a crash).
-  moeLayerConfig_t c = MakeConfig(int64_t(1) << 20, int64_t(1) << 20, 4096, 8);
+  // 4096 experts of 64 x 2^20: 2^40 bytes of expert weights. Must fail (memory, not a crash).
+  // (H stays small so that no smaller buffer, e.g. the router, gets allocated and touched first.)
+  moeLayerConfig_t c = MakeConfig(64, int64_t(1) << 20, 4096, 8);
   CpuLayer L(c);
   EXPECT_NE(L.status(), moeSuccess);
   EXPECT_TRUE(L.status() == moeErrorOutOfMemory || L.status() == moeErrorInvalidConfig)

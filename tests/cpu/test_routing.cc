@@ -92,9 +92,17 @@ namespace {
 
 class RouteTies : public ::testing::TestWithParam<moeRouting_t> {};
 
-// Logits from {-1, 0, 1} (many exact ties) through an identity router; duplicate tokens too.
-std::vector<float> TiedLogits(int64_t T, int64_t H, uint64_t seed) {
+// Logits from {-1, 0, 1} (many exact ties within a token) through an identity router; duplicate
+// tokens too. Expert choice compares scores ACROSS tokens, where only identical rows tie exactly
+// in fp32 (a permuted row ties in exact arithmetic but its softmax sum is added in another
+// order): there every token repeats one of 4 random rows.
+std::vector<float> TiedLogits(int64_t T, int64_t H, uint64_t seed, bool across_tokens) {
   std::vector<float> x = RandomTokens(T, H, moeFloat32, seed);
+  if (across_tokens) {
+    for (int64_t t = 4; t < T; ++t)
+      for (int64_t i = 0; i < H; ++i) x[size_t(t * H + i)] = x[size_t((t % 4) * H + i)];
+    return x;
+  }
   for (auto &v : x) v = v > 0.5f ? 1.0f : (v < -0.5f ? -1.0f : 0.0f);
   for (int64_t i = 0; i < H; ++i) x[size_t(H + i)] = x[size_t(i)];  // token 1 = token 0
   for (int64_t i = 0; i < H; ++i) x[size_t(3 * H + i)] = 0.0f;       // token 3: all equal
@@ -112,7 +120,7 @@ TEST_P(RouteTies, LargerScoreThenLowerIndex) {
   MOE_ASSERT_OK(L.status());
   MOE_ASSERT_OK(L.Upload(w));
   const int64_t T = 24;
-  std::vector<float> x = TiedLogits(T, c.hidden, 11);
+  std::vector<float> x = TiedLogits(T, c.hidden, 11, c.routing == moeRoutingExpertChoice);
   std::vector<int32_t> ids, ref_ids;
   std::vector<float> wts;
   std::vector<double> ref_w;
@@ -232,4 +240,27 @@ TEST(Routing, ZeroTokensRouteNothing) {
   std::vector<int32_t> ids;
   std::vector<float> wts;
   MOE_EXPECT_OK(L.Route({}, 0, &ids, &wts));
+}
+
+TEST(Routing, MaskedGroupsLoseEvenToNegativeScores) {
+  // DeepSeek-V3 masks the dropped groups with -inf (ROUTING.md 2a; HF's 0.0 differs exactly
+  // here): with a selection bias of -2 every s_sel is negative, and a 0.0 mask would let
+  // experts of dropped groups win.
+  moeLayerConfig_t c = MakeConfig(32, 16, 16, 4, moeRoutingSigmoidGroupTopK, moeFloat32);
+  c.n_group = 4, c.topk_group = 1, c.norm_topk_prob = 1;
+  HostLayer w = MakeRandomLayer(c, 31);
+  for (size_t e = 0; e < w.selection_bias.size(); ++e) w.selection_bias[e] = -2.0f - 0.01f * float(e);
+  CpuLayer L(c);
+  MOE_ASSERT_OK(L.status());
+  MOE_ASSERT_OK(L.Upload(w));
+  const int64_t T = 30;
+  std::vector<float> x = RandomTokens(T, 32, moeFloat32, 32);
+  std::vector<int32_t> ids, ref_ids;
+  std::vector<float> wts;
+  std::vector<double> ref_w;
+  MOE_ASSERT_OK(L.Route(x, T, &ids, &wts));
+  NaiveRoute(w, x, T, &ref_ids, &ref_w);
+  EXPECT_TRUE(SameRouting(ids, wts, ref_ids, ref_w, T, 4, 1e-5));
+  for (int64_t t = 0; t < T; ++t)  // one kept group of 4 experts, k = 4: all from one group
+    for (int j = 1; j < 4; ++j) EXPECT_EQ(ids[size_t(t * 4 + j)] / 4, ids[size_t(t * 4)] / 4) << "token " << t;
 }
