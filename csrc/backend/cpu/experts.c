@@ -11,7 +11,10 @@
 
 /* Bytes of fp32 row buffers a pass aims for: large enough that every weight block converted
  * to fp32 is reused across hundreds of rows, small enough for a host workspace. */
-#define PASS_BYTES ((int64_t)64 << 20)
+#ifndef MOE_CPU_PASS_BYTES
+#define MOE_CPU_PASS_BYTES ((int64_t)64 << 20)
+#endif
+#define PASS_BYTES MOE_CPU_PASS_BYTES
 #define PASS_MIN_ROWS 16
 
 static int64_t pass_rows(int64_t rows, int64_t floats_per_row) {

@@ -6,13 +6,11 @@
  * Canonical order of dot(a, b, n): lane l in [0, 8) accumulates a[k] * b[k] for k = l (mod 8)
  * over the multiple-of-8 prefix in increasing k; the lanes are added ((0+1)+(2+3))+((4+5)+(6+7));
  * then the tail elements are added in increasing k. */
-#include <omp.h>
-
 #include "backend/cpu/cpu_internal.h"
 
 #define LANES 8
-#define MR 4 /* rows of A per micro-kernel call */
-#define NR 2 /* rows of B per micro-kernel call */
+#define MR_MAX 4
+#define NR_MAX 4
 
 static inline float lane_sum(const float *acc) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
@@ -28,13 +26,13 @@ float moe_cpu_dot(const float *a, const float *b, int64_t n) {
   return s;
 }
 
-/* mr x nr block of C, mr <= MR, nr <= NR, both compile-time constants after inlining. */
+/* mr x nr block of C, mr <= MR_MAX, nr <= NR_MAX, compile-time constants after inlining. */
 static inline __attribute__((always_inline)) void kernel(const int mr, const int nr,
                                                           const float *restrict A, int64_t lda,
                                                           const float *restrict B, int64_t ldb,
                                                           int64_t kd, float *restrict C,
                                                           int64_t ldc) {
-  float acc[MR][NR][LANES];
+  float acc[MR_MAX][NR_MAX][LANES];
   for (int i = 0; i < mr; ++i)
     for (int j = 0; j < nr; ++j)
       for (int l = 0; l < LANES; ++l) acc[i][j][l] = 0.0f;
@@ -56,30 +54,49 @@ static inline __attribute__((always_inline)) void kernel(const int mr, const int
     }
 }
 
-/* One clone per ISA level: the explicit lanes make every clone compute the same bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(MOE_NO_TARGET_CLONES)
-#define MOE_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define MOE_CLONES
+/* The blocked loop over C for an MR x NR register block. Tails use smaller blocks of the same
+ * kernel, which computes the same bits per element. */
+#define GEMM_BODY(MR, NR)                                                                     \
+  int64_t m = 0;                                                                              \
+  for (; m + MR <= M; m += MR) {                                                              \
+    int64_t n = 0;                                                                            \
+    for (; n + NR <= N; n += NR)                                                              \
+      kernel(MR, NR, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc);           \
+    for (; n < N; ++n) kernel(MR, 1, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc); \
+  }                                                                                           \
+  for (; m < M; ++m) {                                                                        \
+    int64_t n = 0;                                                                            \
+    for (; n + NR <= N; n += NR)                                                              \
+      kernel(1, NR, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc);            \
+    for (; n < N; ++n) kernel(1, 1, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc); \
+  }
+
+/* Baseline x86-64 (SSE2: 16 xmm registers): 4 x 2 blocks, 8 pairs x 2 xmm accumulators. */
+static void gemm_generic(const float *A, int64_t lda, int64_t M, const float *B, int64_t ldb,
+                         int64_t N, int64_t kd, float *C, int64_t ldc) {
+  GEMM_BODY(4, 2)
+}
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(MOE_NO_AVX2)
+#define MOE_HAVE_AVX2_PATH 1
+/* AVX2 (16 ymm registers): 3 x 4 blocks, 12 pairs x 1 ymm accumulator. ISO C compiles with
+ * -ffp-contract=off, so no FMA is formed: the same bits as the generic path. */
+__attribute__((target("avx2"))) static void gemm_avx2(const float *A, int64_t lda, int64_t M,
+                                                      const float *B, int64_t ldb, int64_t N,
+                                                      int64_t kd, float *C, int64_t ldc) {
+  GEMM_BODY(3, 4)
+}
 #endif
 
-MOE_CLONES
 void moe_cpu_gemm_nt(const float *A, int64_t lda, int64_t M, const float *B, int64_t ldb,
                      int64_t N, int64_t kd, float *C, int64_t ldc) {
-  int64_t m = 0;
-  for (; m + MR <= M; m += MR) {
-    int64_t n = 0;
-    for (; n + NR <= N; n += NR)
-      kernel(MR, NR, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc);
-    for (; n < N; ++n) kernel(MR, 1, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc);
+#ifdef MOE_HAVE_AVX2_PATH
+  if (__builtin_cpu_supports("avx2")) { /* a load and a test of libgcc's cpu model */
+    gemm_avx2(A, lda, M, B, ldb, N, kd, C, ldc);
+    return;
   }
-  for (; m < M; ++m) {
-    int64_t n = 0;
-    for (; n + NR <= N; n += NR)
-      kernel(1, NR, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc);
-    for (; n < N; ++n) kernel(1, 1, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc);
-  }
+#endif
+  gemm_generic(A, lda, M, B, ldb, N, kd, C, ldc);
 }
 
 void moe_cpu_rows_to_f32(float *dst, const void *src, moeDtype_t dtype, int64_t row0,
