@@ -1,5 +1,6 @@
 // The API's conventions: version, status strings, last-error messages, handles, NULL destroys,
 // the context, the allocator callbacks, T = 0.
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <set>
@@ -219,4 +220,34 @@ TEST(Api, WorkspaceGrowsWithTokens) {
   // At least the routing output and one expert output row per selection.
   EXPECT_GE(b, size_t(1000 * 2 * (4 + 4 + 16 * 4)));
   EXPECT_GT(b, a);
+}
+
+TEST(Api, OlderConfigStructsGetDefaultsForMissingFields) {
+  // A caller compiled against an older header passes a smaller size; the fields past it must
+  // not be read (they hold garbage here) and take their documented defaults.
+  moeLayerConfig_t c;
+  std::memset(&c, 0x5A, sizeof c);
+  c.size = offsetof(moeLayerConfig_t, routing);
+  c.hidden = 16, c.intermediate = 8, c.num_experts = 4, c.top_k = 2;
+  EXPECT_EQ(moeLayerConfigValidate(&c), moeSuccess) << moeGetLastErrorMessage();
+  CpuLayer L(c);
+  MOE_ASSERT_OK(L.status());
+  moeLayerConfig_t got;
+  MOE_ASSERT_OK(moeLayerGetConfig(L.layer(), &got));
+  EXPECT_EQ(got.routing, moeRoutingTopKSoftmax);
+  EXPECT_EQ(got.dtype, moeBFloat16);
+  EXPECT_EQ(got.activation, moeActivationSwiGLU);
+  EXPECT_EQ(got.num_heads, 1);
+  EXPECT_EQ(got.n_group, 1);
+  EXPECT_EQ(got.num_shared_experts, 0);
+  EXPECT_FLOAT_EQ(got.routed_scaling_factor, 1.0f);
+  EXPECT_FLOAT_EQ(got.top_p_threshold, 0.4f);
+  EXPECT_FLOAT_EQ(got.capacity_factor, 0.0f);
+
+  moeContextConfig_t cc;
+  std::memset(&cc, 0x5A, sizeof cc);
+  cc.size = offsetof(moeContextConfig_t, backend);  // nothing but the size field
+  moeContext_t ctx = nullptr;
+  MOE_ASSERT_OK(moeContextCreate(&ctx, &cc));
+  moeContextDestroy(ctx);
 }

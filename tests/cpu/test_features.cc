@@ -351,3 +351,28 @@ TEST(Features, UpdateSelectionBiasWithBalancedCountsChangesNothing) {
   MOE_ASSERT_OK(L.Forward(x, 40, &b));
   EXPECT_TRUE(BitwiseEqual(a, b)) << "sign(mean - c) = 0 must leave the bias alone";
 }
+
+TEST(Features, CapacityTiesGoToTheLowerPairIndex) {
+  // Identical tokens tie on every score: both policies keep the first C tokens' selections.
+  for (moeDropPolicy_t pol : {moeDropByPosition, moeDropByProbs}) {
+    moeLayerConfig_t c = MakeConfig(16, 8, 4, 1, moeRoutingSoftmaxTopK, moeFloat32);
+    c.capacity_factor = 1.0f;  // C = ceil(10 * 1 / 4) = 3
+    c.drop_policy = pol;
+    HostLayer w = MakeRandomLayer(c, 27);
+    CpuLayer L(c);
+    MOE_ASSERT_OK(L.status());
+    MOE_ASSERT_OK(L.Upload(w));
+    std::vector<float> one = RandomTokens(1, 16, moeFloat32, 28), x;
+    for (int t = 0; t < 10; ++t) x.insert(x.end(), one.begin(), one.end());
+    std::vector<int32_t> ids;
+    std::vector<float> wts;
+    StatsBuffers st(4);
+    moeRouterStats_t s = st.Get();
+    MOE_ASSERT_OK(L.Route(x, 10, &ids, &wts, &s));
+    for (int t = 0; t < 10; ++t) EXPECT_EQ(ids[size_t(t)] >= 0, t < 3) << "policy " << pol << " token " << t;
+    int64_t dropped = 0;
+    for (int64_t v : st.dropped) dropped += v;
+    EXPECT_EQ(dropped, 7);
+    EXPECT_FLOAT_EQ(st.scalars[moeStatDropped], 7.0f);
+  }
+}

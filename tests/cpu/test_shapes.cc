@@ -152,3 +152,31 @@ TEST(Shapes, WorkspaceForMoreTokensServesFewer) {
         << "T = " << T;
   }
 }
+
+TEST(Shapes, MaximumExpertCount) {
+  moeLayerConfig_t c = MakeConfig(16, 4, 4096, 8, moeRoutingSoftmaxTopK, moeBFloat16);
+  c.norm_topk_prob = 1;
+  StatsBuffers st(4096);
+  EXPECT_LE(Check(MakeRandomLayer(c, 23), 31, 24, nullptr, &st), 1e-2);
+  int64_t total = 0;
+  for (int64_t v : st.counts) total += v;
+  EXPECT_EQ(total, 31 * 8);
+}
+
+TEST(Shapes, NaNTokenLeavesTheOthersExact) {
+  moeLayerConfig_t c = MakeConfig(32, 16, 8, 2, moeRoutingSoftmaxTopK, moeFloat32);
+  c.num_shared_experts = 1;
+  HostLayer w = MakeRandomLayer(c, 25);
+  const int64_t T = 40;
+  std::vector<float> x = RandomTokens(T, 32, moeFloat32, 26);
+  std::vector<double> ref = NaiveForward(w, x, T);
+  x[size_t(7 * 32 + 3)] = NAN;  // token 7
+  std::vector<float> y = RunCpuForward(w, x, T);
+  ASSERT_EQ(y.size(), size_t(T * 32));
+  for (int64_t t = 0; t < T; ++t) {
+    if (t == 7) continue;
+    std::vector<float> yt(y.begin() + t * 32, y.begin() + (t + 1) * 32);
+    std::vector<double> rt(ref.begin() + t * 32, ref.begin() + (t + 1) * 32);
+    EXPECT_LE(RelError(yt, rt), 1e-5) << "token " << t;
+  }
+}
