@@ -376,3 +376,21 @@ TEST(Features, CapacityTiesGoToTheLowerPairIndex) {
     EXPECT_FLOAT_EQ(st.scalars[moeStatDropped], 7.0f);
   }
 }
+
+namespace {
+class MultiHeadFamily : public ::testing::TestWithParam<moeRouting_t> {};
+}  // namespace
+
+TEST_P(MultiHeadFamily, MatchesNaiveWithStats) {
+  // Every family routes the T * h sub-tokens as one batch (capacity and expert choice included).
+  moeLayerConfig_t c = FamilyConfig(GetParam(), moeFloat32, 64, 24);
+  c.num_heads = 2;
+  if (c.routing == moeRoutingSoftmaxTopK) c.capacity_factor = 0.75f;  // drops over sub-tokens
+  ForwardAndStats(MakeRandomLayer(c, 29, true), 26, 30, RoutingName(GetParam()));
+}
+
+INSTANTIATE_TEST_SUITE_P(Features, MultiHeadFamily,
+                         ::testing::Range(moeRoutingTopKSoftmax, moeRoutingCount),
+                         [](const ::testing::TestParamInfo<moeRouting_t> &i) {
+                           return std::string(RoutingName(i.param));
+                         });
