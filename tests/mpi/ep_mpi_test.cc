@@ -1,0 +1,67 @@
+// Expert parallelism over MPI on the CPU backend: run by ctest as
+// `mpirun -np N moe_mpi_tests` for N = 1, 2, 4. Each case compares every rank's output with
+// the single-process layer holding all experts.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include "ep_cases.h"
+
+namespace {
+
+class EpMpi : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    moeContextConfig_t cc = MOE_CONTEXT_CONFIG_INIT;
+    cc.backend = moeBackendCpu;
+    EP_ASSERT_OK(moeContextCreate(&ctx_, &cc));
+    MPI_Comm world = MPI_COMM_WORLD;
+    EP_ASSERT_OK(moeEpCommCreateMpi(&comm_, ctx_, &world));
+  }
+  void TearDown() override {
+    EXPECT_EQ(moeEpCommDestroy(comm_), moeSuccess);
+    moeContextDestroy(ctx_);
+  }
+  moeContext_t ctx_ = nullptr;
+  moeEpComm_t comm_ = nullptr;
+};
+
+TEST_F(EpMpi, RankAndSize) {
+  int r = -1, p = -1, mr = 0, mp = 0;
+  EP_ASSERT_OK(moeEpCommGetRank(comm_, &r));
+  EP_ASSERT_OK(moeEpCommGetSize(comm_, &p));
+  MPI_Comm_rank(MPI_COMM_WORLD, &mr);
+  MPI_Comm_size(MPI_COMM_WORLD, &mp);
+  EXPECT_EQ(r, mr);
+  EXPECT_EQ(p, mp);
+  int dev = -1;
+  MPI_Comm world = MPI_COMM_WORLD;
+  EP_ASSERT_OK(moeEpGetLocalDevice(&world, &dev));
+  EXPECT_GE(dev, 0);
+}
+
+TEST_F(EpMpi, Fp32MatchesSingleProcess) { ep_test::CaseFp32(comm_, moeBackendCpu); }
+TEST_F(EpMpi, Bf16MatchesSingleProcess) { ep_test::CaseBf16(comm_, moeBackendCpu); }
+TEST_F(EpMpi, TopKEqualsESendsEachTokenOncePerRank) { ep_test::CaseKEqualsE(comm_, moeBackendCpu); }
+TEST_F(EpMpi, AllTokensToOneRank) { ep_test::CaseAllToOneRank(comm_, moeBackendCpu); }
+TEST_F(EpMpi, UnevenRouting) { ep_test::CaseUneven(comm_, moeBackendCpu); }
+TEST_F(EpMpi, NoRankHasTokens) { ep_test::CaseNoTokens(comm_, moeBackendCpu); }
+TEST_F(EpMpi, ConfigsThatDifferFailEveryRank) { ep_test::CaseConfigMismatch(comm_, moeBackendCpu); }
+TEST_F(EpMpi, ExpertsNotDivisibleByEpSize) { ep_test::CaseIndivisible(comm_, moeBackendCpu); }
+TEST_F(EpMpi, CreateFailureOnOneRankFailsEveryRank) {
+  ep_test::CaseCreateFailsOnOneRank(comm_, moeBackendCpu);
+}
+TEST_F(EpMpi, ForwardFailureOnOneRankFailsEveryRank) {
+  ep_test::CaseForwardFailsOnOneRank(comm_, moeBackendCpu);
+}
+TEST_F(EpMpi, CallerRoutingEqualsLayerRouting) { ep_test::CaseRouted(comm_, moeBackendCpu); }
+
+TEST(EpMpiComm, NullArguments) {
+  moeEpComm_t c = nullptr;
+  EXPECT_EQ(moeEpCommCreateMpi(&c, nullptr, nullptr), moeErrorInvalidArgument);
+  EXPECT_EQ(c, nullptr);
+  EXPECT_EQ(moeEpCommDestroy(nullptr), moeSuccess);
+  EXPECT_EQ(moeEpCommAbort(nullptr), moeSuccess);
+  EXPECT_EQ(moeEpLayerDestroy(nullptr), moeSuccess);
+}
+
+}  // namespace
