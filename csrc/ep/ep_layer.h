@@ -6,17 +6,12 @@
 #include "ep/comm.h"
 #include "ep/layout.h"
 #include "layer/layer.h"
+#include "layer/layer_internal.h" /* moe_layer_create_local */
 #include "moe/moe_ep.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* Creates a layer that holds only the routed experts [expert_begin, expert_begin + E_local)
- * (router and shared experts in full). Provided by csrc/layer (the lead's layer.c). */
-moeStatus_t moe_layer_create_local(moeLayer_t *layer, moeContext_t ctx,
-                                   const moeLayerConfig_t *config, int32_t expert_begin,
-                                   int32_t E_local);
 
 struct moeEpLayer_s {
   moeEpComm_t comm;
