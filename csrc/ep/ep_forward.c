@@ -3,6 +3,7 @@
  * rank only is followed by a collective agreement before the next data exchange, so a failure
  * anywhere makes every rank return an error and no rank waits for a message that never comes. */
 #define _POSIX_C_SOURCE 200809L
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -70,6 +71,9 @@ static moeStatus_t phase_memory(struct moeEpLayer_s *L, int phase, size_t need, 
                                 size_t user_bytes, char **base) {
   moeContext_t ctx = L->comm->ctx;
   if (user_base) {
+    if ((uintptr_t)user_base % 256 != 0)
+      return moe_error(moeErrorInvalidArgument, "moeEpLayerForward: the workspace must be "
+                       "256-byte aligned");
     if (need > user_bytes)
       return moe_error(moeErrorInvalidArgument, "moeEpLayerForward: the workspace is too small "
                        "on EP rank %d: %zu more bytes needed (size it with "

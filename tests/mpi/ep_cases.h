@@ -39,7 +39,7 @@ inline float RoundTo(float v, moeDtype_t dt) {
 inline std::vector<uint8_t> ToBytes(const std::vector<float> &v, moeDtype_t dt) {
   if (dt == moeFloat32) {
     std::vector<uint8_t> b(v.size() * 4);
-    std::memcpy(b.data(), v.data(), b.size());
+    if (!b.empty()) std::memcpy(b.data(), v.data(), b.size());
     return b;
   }
   std::vector<uint8_t> b(v.size() * 2);
@@ -56,7 +56,7 @@ inline std::vector<uint8_t> ToBytes(const std::vector<float> &v, moeDtype_t dt) 
 inline std::vector<float> FromBytes(const std::vector<uint8_t> &b, moeDtype_t dt) {
   if (dt == moeFloat32) {
     std::vector<float> v(b.size() / 4);
-    std::memcpy(v.data(), b.data(), b.size());
+    if (!v.empty()) std::memcpy(v.data(), b.data(), b.size());
     return v;
   }
   std::vector<float> v(b.size() / 2);
@@ -172,7 +172,7 @@ struct Buffer {
       return;
     }
 #endif
-    ptr = std::malloc(n ? n : 1);
+    ptr = std::aligned_alloc(256, (n + 255) / 256 * 256 + 256);  // workspace alignment
     std::memset(ptr, 0xff, n);  // NaN poison in every dtype
   }
   ~Buffer() {
@@ -182,6 +182,7 @@ struct Buffer {
     std::free(ptr);
   }
   void Put(const std::vector<uint8_t> &h) {
+    if (h.empty()) return;
 #ifdef MOE_WITH_CUDA
     if (backend == moeBackendCuda) { cudaMemcpy(ptr, h.data(), h.size(), cudaMemcpyHostToDevice); return; }
 #endif
@@ -189,6 +190,7 @@ struct Buffer {
   }
   std::vector<uint8_t> Get(size_t n) const {
     std::vector<uint8_t> h(n);
+    if (n == 0) return h;
 #ifdef MOE_WITH_CUDA
     if (backend == moeBackendCuda) { cudaMemcpy(h.data(), ptr, n, cudaMemcpyDeviceToHost); return h; }
 #endif
