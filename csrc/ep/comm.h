@@ -46,7 +46,9 @@ struct moeEpComm_s {
   const moeEpCommOps *ops;
   moeContext_t ctx;
   int rank, size;
-  void *impl; /* the transport's state */
+  moeStream_t stream; /* the stream of the EP call in progress: NCCL issues every operation of
+                         the call (counts, status agreement, rows) on it, in one order */
+  void *impl;         /* the transport's state */
 };
 
 /* Allocates a communicator shell (impl = NULL). */

@@ -109,6 +109,7 @@ static moeStatus_t forward(struct moeEpLayer_s *L, int64_t T, const void *x,
   const int64_t K = L->K, H = L->H;
   const size_t es = L->es, row = (size_t)H * es;
   moeEpTimings_t tm = MOE_EP_TIMINGS_INIT;
+  comm->stream = stream;
   clk c = {L, ctx, stream, now_s()};
   const double t_start = c.t;
   moeEpWsPlan p;

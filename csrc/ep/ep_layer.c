@@ -116,6 +116,7 @@ moeStatus_t moeEpLayerCreate(moeEpLayer_t *layer, moeEpComm_t comm, const moeLay
     buf[2 * r] = (int64_t)local;
     buf[2 * r + 1] = hash;
   }
+  comm->stream = NULL;
   moeStatus_t st = comm->ops->alltoall_i64(comm, buf, buf + 2 * P, 2);
   const int64_t *got = buf + 2 * P;
   if (st == moeSuccess && local != moeSuccess) {

@@ -42,7 +42,7 @@ static moeStatus_t cuda_fail(cudaError_t e, const char *what) {
 
 static ncclImpl *ni(moeEpComm_t c) { return (ncclImpl *)c->impl; }
 static cudaStream_t strm(moeEpComm_t c, moeStream_t s) {
-  return (cudaStream_t)moe_stream_or_default(c->ctx, s);
+  return (cudaStream_t)moe_stream_or_default(c->ctx, s ? s : c->stream);
 }
 
 static moeStatus_t staging(moeEpComm_t c, size_t n) {
