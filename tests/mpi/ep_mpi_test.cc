@@ -65,3 +65,45 @@ TEST(EpMpiComm, NullArguments) {
 }
 
 }  // namespace
+
+// The same cases with a CUDA context: NCCL bootstrapped over MPI, one GPU per rank (node-local
+// rank modulo the device count). Skips without a GPU.
+namespace {
+
+class EpMpiCuda : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    int n = 0;
+    int any_gpu = moeGetCudaDeviceCount(&n) == moeSuccess && n > 0;
+    int all_gpu = 0;
+    MPI_Allreduce(&any_gpu, &all_gpu, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!all_gpu) GTEST_SKIP() << "no GPU on some rank";
+    MPI_Comm world = MPI_COMM_WORLD;
+    moeContextConfig_t cc = MOE_CONTEXT_CONFIG_INIT;
+    cc.backend = moeBackendCuda;
+    EP_ASSERT_OK(moeEpGetLocalDevice(&world, &cc.device));
+    EP_ASSERT_OK(moeContextCreate(&ctx_, &cc));
+    moeStatus_t st = moeEpCommCreateMpi(&comm_, ctx_, &world);
+    if (st == moeErrorNotSupported) GTEST_SKIP() << moeGetLastErrorMessage();
+    EP_ASSERT_OK(st);
+  }
+  void TearDown() override {
+    if (comm_) EXPECT_EQ(moeEpCommDestroy(comm_), moeSuccess);
+    moeContextDestroy(ctx_);
+  }
+  moeContext_t ctx_ = nullptr;
+  moeEpComm_t comm_ = nullptr;
+};
+
+TEST_F(EpMpiCuda, Fp32MatchesSingleProcess) { ep_test::CaseFp32(comm_, moeBackendCuda); }
+TEST_F(EpMpiCuda, Bf16MatchesSingleProcess) { ep_test::CaseBf16(comm_, moeBackendCuda); }
+TEST_F(EpMpiCuda, AllTokensToOneRank) { ep_test::CaseAllToOneRank(comm_, moeBackendCuda); }
+TEST_F(EpMpiCuda, NoRankHasTokens) { ep_test::CaseNoTokens(comm_, moeBackendCuda); }
+TEST_F(EpMpiCuda, ConfigsThatDifferFailEveryRank) {
+  ep_test::CaseConfigMismatch(comm_, moeBackendCuda);
+}
+TEST_F(EpMpiCuda, ForwardFailureOnOneRankFailsEveryRank) {
+  ep_test::CaseForwardFailsOnOneRank(comm_, moeBackendCuda);
+}
+
+}  // namespace
