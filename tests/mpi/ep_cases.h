@@ -330,6 +330,28 @@ inline void CaseBf16(moeEpComm_t c, moeBackend_t b) {
   RunCase(c, cs, b);
 }
 
+// DeepSeek-V3 routing: sigmoid scores, 4 groups of 4 keep 2, k = 4, renormalized and scaled.
+inline void CaseDeepSeek(moeEpComm_t c, moeBackend_t b) {
+  Case cs;
+  cs.cfg = SmallConfig(moeBFloat16, 16, 4, 1);
+  cs.cfg.routing = moeRoutingSigmoidGroupTopK;
+  cs.cfg.n_group = 4;
+  cs.cfg.topk_group = 2;
+  cs.cfg.norm_topk_prob = 1;
+  cs.cfg.routed_scaling_factor = 2.5f;
+  cs.tokens = PerRank(Size(c), {12, 5, 0, 20});
+  RunCase(c, cs, b);
+}
+
+// Llama-4 routing: the weight scales the routed expert's input, on the rank that holds it.
+inline void CaseInputScale(moeEpComm_t c, moeBackend_t b) {
+  Case cs;
+  cs.cfg = SmallConfig(moeFloat32, 8, 1, 1);
+  cs.cfg.routing = moeRoutingSigmoidTop1InputScale;
+  cs.tokens = PerRank(Size(c), {9, 4, 15, 0});
+  RunCase(c, cs, b);
+}
+
 // k = E: every token reaches every rank.
 inline void CaseKEqualsE(moeEpComm_t c, moeBackend_t b) {
   Case cs;

@@ -50,6 +50,8 @@ const Named kCases[] = {
     {"CreateFailureOnOneRankFailsEveryRank", ep_test::CaseCreateFailsOnOneRank},
     {"ForwardFailureOnOneRankFailsEveryRank", ep_test::CaseForwardFailsOnOneRank},
     {"CallerRoutingEqualsLayerRouting", ep_test::CaseRouted},
+    {"DeepSeekV3Routing", ep_test::CaseDeepSeek},
+    {"InputScaledRouting", ep_test::CaseInputScale},
 };
 
 class EpLoopback : public ::testing::TestWithParam<std::tuple<int, int, int>> {};

@@ -54,6 +54,8 @@ TEST_F(EpMpi, ForwardFailureOnOneRankFailsEveryRank) {
   ep_test::CaseForwardFailsOnOneRank(comm_, moeBackendCpu);
 }
 TEST_F(EpMpi, CallerRoutingEqualsLayerRouting) { ep_test::CaseRouted(comm_, moeBackendCpu); }
+TEST_F(EpMpi, DeepSeekV3Routing) { ep_test::CaseDeepSeek(comm_, moeBackendCpu); }
+TEST_F(EpMpi, InputScaledRouting) { ep_test::CaseInputScale(comm_, moeBackendCpu); }
 
 TEST(EpMpiComm, NullArguments) {
   moeEpComm_t c = nullptr;
@@ -97,6 +99,7 @@ class EpMpiCuda : public ::testing::Test {
 
 TEST_F(EpMpiCuda, Fp32MatchesSingleProcess) { ep_test::CaseFp32(comm_, moeBackendCuda); }
 TEST_F(EpMpiCuda, Bf16MatchesSingleProcess) { ep_test::CaseBf16(comm_, moeBackendCuda); }
+TEST_F(EpMpiCuda, DeepSeekV3Routing) { ep_test::CaseDeepSeek(comm_, moeBackendCuda); }
 TEST_F(EpMpiCuda, AllTokensToOneRank) { ep_test::CaseAllToOneRank(comm_, moeBackendCuda); }
 TEST_F(EpMpiCuda, NoRankHasTokens) { ep_test::CaseNoTokens(comm_, moeBackendCuda); }
 TEST_F(EpMpiCuda, ConfigsThatDifferFailEveryRank) {

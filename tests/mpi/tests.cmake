@@ -28,7 +28,9 @@ if(MOE_WITH_MPI)
                        ${MPIEXEC_NUMPROC_FLAG} ${_np} $<TARGET_FILE:moe_mpi_tests>)
       # OMP_NUM_THREADS=1: np ranks on a few cores must not oversubscribe each other further.
       # detect_leaks=0: Open MPI keeps allocations until exit, which LeakSanitizer reports.
+      # RESOURCE_LOCK: two mpiruns starting at once under ctest -j failed to launch once here.
       set_tests_properties(moe_mpi_np${_np} PROPERTIES TIMEOUT 120 LABELS mpi
+                           RESOURCE_LOCK mpirun PROCESSORS ${_np}
                            ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;ASAN_OPTIONS=detect_leaks=0")
     endforeach()
   endif()
