@@ -181,10 +181,6 @@ moeStatus_t moeEpCommCreateMpi(moeEpComm_t *comm, moeContext_t ctx, const void *
   return moeSuccess;
 }
 
-#ifdef MOE_WITH_CUDA
-int moe_cuda_device_count(void);
-#endif
-
 moeStatus_t moeEpGetLocalDevice(const void *mpi_comm, int *device) {
   moe_clear_error();
   MOE_CHECK_NOT_NULL(mpi_comm);
@@ -199,9 +195,8 @@ moeStatus_t moeEpGetLocalDevice(const void *mpi_comm, int *device) {
   MPI_Comm_free(&node);
   if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Comm_rank");
   int count = 0;
-#ifdef MOE_WITH_CUDA
-  count = moe_cuda_device_count();
-#endif
+  if (moeGetCudaDeviceCount(&count) != moeSuccess) count = 0;
+  moe_clear_error();
   *device = count > 0 ? local % count : 0;
   return moeSuccess;
 }

@@ -494,6 +494,13 @@ inline void CaseRouted(moeEpComm_t c, moeBackend_t b) {
   EP_ASSERT_OK(moeEpLayerForwardRouted(ep, T, x.ptr, (const int32_t *)ids.ptr,
                                        (const float *)wts.ptr, y2.ptr, nullptr, 0, nullptr));
   EXPECT_TRUE(y1.Get((size_t)(T * H) * 4) == y2.Get((size_t)(T * H) * 4));
+  // Argument checks that stay local (no communication).
+  size_t bytes = 0;
+  EXPECT_EQ(moeEpLayerGetWorkspaceSize(ep, -1, &bytes), moeErrorInvalidArgument);
+  moeEpTimings_t bad = MOE_EP_TIMINGS_INIT;
+  bad.size = 8;
+  EXPECT_EQ(moeEpLayerGetTimings(ep, &bad), moeErrorInvalidArgument);
+  EXPECT_EQ(moeEpLayerGetLocalLayer(ep, nullptr), moeErrorInvalidArgument);
   EXPECT_EQ(moeEpLayerDestroy(ep), moeSuccess);
 }
 
