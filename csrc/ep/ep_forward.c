@@ -13,6 +13,8 @@
 #include "ep/ep_layer.h"
 
 #ifdef MOE_WITH_CUDA
+#include <cuda_runtime.h>
+
 #include "ep_pack.h"
 #endif
 
@@ -110,6 +112,10 @@ static moeStatus_t forward(struct moeEpLayer_s *L, int64_t T, const void *x,
   const size_t es = L->es, row = (size_t)H * es;
   moeEpTimings_t tm = MOE_EP_TIMINGS_INIT;
   comm->stream = stream;
+#ifdef MOE_WITH_CUDA
+  /* The current device is per host thread (loopback ranks are threads sharing one context). */
+  if (on_gpu(ctx) && ctx->device >= 0) (void)cudaSetDevice(ctx->device);
+#endif
   clk c = {L, ctx, stream, now_s()};
   const double t_start = c.t;
   moeEpWsPlan p;
