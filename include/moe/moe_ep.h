@@ -22,8 +22,9 @@
  * ranks, so that every rank returns an error (the failing rank its own status and message,
  * the others the same status and a message naming the failing rank) and none hangs.
  *
- * This header is part of the library built with MOE_WITH_MPI; a build without it still
- * declares these functions and they return moeErrorNotSupported where noted.
+ * Every build has these functions: without MPI, moeEpCommCreateMpi and moeEpGetLocalDevice
+ * return moeErrorNotSupported (the loopback communicator and the cost model still work); without
+ * NCCL, so does moeEpCommCreateNccl (and moeEpCommCreateMpi on a CUDA context).
  */
 #ifndef MOE_MOE_EP_H
 #define MOE_MOE_EP_H
@@ -156,9 +157,10 @@ MOE_API moeStatus_t moeEpLayerGetWorkspaceSize(moeEpLayer_t layer, int64_t max_t
  * [in]  stream      CUDA stream (NULL = the context's). Unlike moe.h stages this call
  *                   SYNCHRONIZES the host (the layout is computed on the host from the routed
  *                   ids) and is not capturable in a CUDA graph.
- * Returns: moeSuccess, InvalidArgument, InvalidState (a weight not set on some rank), Mpi,
- *          Nccl, Cuda, OutOfMemory (workspace too small on some rank): the same status on
- *          every rank. */
+ * Returns: moeSuccess on every rank, or an error on every rank: the failing rank its own
+ *          status and message, the others that status with a message naming the failing rank:
+ *          InvalidArgument (also: workspace too small or unaligned), InvalidState (a weight not
+ *          set), Mpi, Nccl, Cuda, OutOfMemory. */
 MOE_API moeStatus_t moeEpLayerForward(moeEpLayer_t layer, int64_t num_tokens, const void *x,
                                       void *y, const moeRouterStats_t *stats, void *workspace,
                                       size_t workspace_bytes, moeStream_t stream);
