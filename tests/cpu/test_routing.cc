@@ -264,3 +264,37 @@ TEST(Routing, MaskedGroupsLoseEvenToNegativeScores) {
   for (int64_t t = 0; t < T; ++t)  // one kept group of 4 experts, k = 4: all from one group
     for (int j = 1; j < 4; ++j) EXPECT_EQ(ids[size_t(t * 4 + j)] / 4, ids[size_t(t * 4)] / 4) << "token " << t;
 }
+
+namespace {
+class LargeLogits : public ::testing::TestWithParam<moeRouting_t> {};
+}  // namespace
+
+TEST_P(LargeLogits, SoftmaxAndSigmoidStayFinite) {
+  // Logits around 150 (a common shift through the router bias; softmax is invariant to it):
+  // exp() overflows fp32 unless the max is subtracted first. The spread stays small enough
+  // that no fp32 probability underflows to an exact 0 (which would create fp32-only ties).
+  moeLayerConfig_t c = FamilyConfig(GetParam(), moeFloat32, 32, 8);
+  HostLayer w = MakeRandomLayer(c, 41, true);
+  for (auto &b : w.router_bias) b += 150.0f;
+  CpuLayer L(c);
+  MOE_ASSERT_OK(L.status());
+  MOE_ASSERT_OK(L.Upload(w));
+  const int64_t T = 20;
+  std::vector<float> x = RandomTokens(T, 32, moeFloat32, 42, 4.0f);
+  std::vector<int32_t> ids, ref_ids;
+  std::vector<float> wts;
+  std::vector<double> ref_w;
+  StatsBuffers st(c.num_experts);
+  moeRouterStats_t s = st.Get();
+  MOE_ASSERT_OK(L.Route(x, T, &ids, &wts, &s));
+  for (float v : wts) ASSERT_TRUE(std::isfinite(v));
+  NaiveRoute(w, x, T, &ref_ids, &ref_w);
+  EXPECT_TRUE(SameRouting(ids, wts, ref_ids, ref_w, T, moe_naive_route_width(&c), 1e-5));
+  for (int i = 0; i < moeStatScalarCount; ++i) EXPECT_TRUE(std::isfinite(st.scalars[size_t(i)])) << i;
+  for (float p : st.prob_mean) EXPECT_TRUE(std::isfinite(p));
+}
+
+INSTANTIATE_TEST_SUITE_P(Routing, LargeLogits, ::testing::Range(moeRoutingTopKSoftmax, moeRoutingCount),
+                         [](const ::testing::TestParamInfo<moeRouting_t> &i) {
+                           return std::string(RoutingName(i.param));
+                         });
