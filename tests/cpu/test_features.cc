@@ -394,3 +394,18 @@ INSTANTIATE_TEST_SUITE_P(Features, MultiHeadFamily,
                          [](const ::testing::TestParamInfo<moeRouting_t> &i) {
                            return std::string(RoutingName(i.param));
                          });
+
+TEST(Features, SelectionBiasDefaultsToZero) {
+  moeLayerConfig_t c = FamilyConfig(moeRoutingSigmoidGroupTopK, moeFloat32, 32, 16);
+  HostLayer w = MakeRandomLayer(c, 31);
+  w.selection_bias.clear();  // never set: UploadLayer skips the setter, the reference uses zeros
+  ForwardAndStats(w, 45, 32, "no selection bias");
+}
+
+TEST(Features, MultiHeadWithoutHeadAndMergeBiases) {
+  moeLayerConfig_t c = MakeConfig(32, 16, 8, 2, moeRoutingTopKSoftmax, moeFloat32);
+  c.num_heads = 4;
+  HostLayer w = MakeRandomLayer(c, 33);
+  w.head_bias.clear(), w.merge_bias.clear();  // NULL biases mean zeros
+  ForwardAndStats(w, 21, 34, "MH-MoE, NULL biases");
+}
