@@ -29,7 +29,7 @@ struct Rng {
       return spare;
     }
     double u1 = Uniform(), u2 = Uniform();
-    double r = std::sqrt(-2.0 * std::log(u1)), a = 2.0 * M_PI * u2;
+    double r = std::sqrt(-2.0 * std::log(u1)), a = 6.283185307179586 * u2;
     spare = r * std::sin(a);
     has_spare = true;
     return r * std::cos(a);
