@@ -85,7 +85,9 @@ TEST_P(TopPThreshold, ExpertsPerTokenMatchNaive) {
   }
   EXPECT_TRUE(SameRouting(ids, wts, rids, rw, T, 16));
   EXPECT_NEAR(st.scalars[moeStatExpertsPerToken], double(rtotal) / T, 1e-5);
-  if (GetParam() >= 1.0f) EXPECT_EQ(total, 16 * T);
+  if (GetParam() >= 1.0f) {
+    EXPECT_EQ(total, 16 * T);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Features, TopPThreshold, ::testing::Values(0.2f, 0.4f, 0.7f, 0.95f, 1.0f),

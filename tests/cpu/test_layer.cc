@@ -195,11 +195,16 @@ TEST(Layer, PermuteIsAStableSortByExpert) {
       ASSERT_TRUE(pair >= 0 && pair < T * K);
       EXPECT_EQ(s.ids[size_t(pair)], e) << "row " << r;
       EXPECT_EQ(s.pair_rows[size_t(pair)], r) << "pair_rows is not the inverse";
-      if (r > s.offsets[size_t(e)]) EXPECT_LT(s.sorted[size_t(r - 1)], pair) << "not stable";
+      if (r > s.offsets[size_t(e)]) {
+        EXPECT_LT(s.sorted[size_t(r - 1)], pair) << "not stable";
+      }
     }
   }
-  for (int64_t q = 0; q < T * K; ++q)
-    if (s.ids[size_t(q)] < 0) EXPECT_EQ(s.pair_rows[size_t(q)], -1) << "pair " << q;
+  for (int64_t q = 0; q < T * K; ++q) {
+    if (s.ids[size_t(q)] < 0) {
+      EXPECT_EQ(s.pair_rows[size_t(q)], -1) << "pair " << q;
+    }
+  }
   // Experts leave the rows past offsets[E] untouched (still poisoned).
   const size_t row_bytes = size_t(c.hidden) * 4;
   for (int64_t r = valid; r < T * K; ++r)
