@@ -42,18 +42,19 @@ __device__ __forceinline__ void store_any(void *p, int dt, int64_t i, float v) {
 }
 
 // Order-preserving map of a routing score to uint32 with the runtime's tie rules
-// (docs/ROUTING.md): NaN ranks as -inf (never above a finite score), -0 equals +0, and every
-// score maps to a key > 0, so that key 0 can mean "excluded / already taken".
+// (docs/ROUTING.md, and the CPU backend's moe_cpu_beats): NaN ranks below every other score,
+// -inf included; -0 equals +0; every score maps to a key > 0, so that key 0 can mean
+// "excluded / already taken". All NaNs share key 1 (ties then go to the lower index).
 __device__ __forceinline__ uint32_t score_key(float x) {
-  if (isnan(x)) x = -INFINITY;
+  if (isnan(x)) return 1u;
   if (x == 0.0f) x = 0.0f;  // folds -0 into +0
-  uint32_t u = __float_as_uint(x);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  const uint32_t u = __float_as_uint(x);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);  // -inf -> 0x007fffff > 1
 }
 
-// Inverse of score_key for keys > 0 (NaN came in as -inf and comes back as -inf).
+// Inverse of score_key for keys > 0 (key 1 comes back as a NaN).
 __device__ __forceinline__ float key_score(uint32_t k) {
-  uint32_t u = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
+  const uint32_t u = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
   return __uint_as_float(u);
 }
 

@@ -124,14 +124,23 @@ __global__ void ec_keys_kernel(const float *__restrict__ z, const float *__restr
   }
 }
 
-// Sorted: expert e's T candidates sit at [e * T, (e + 1) * T), best first.
-__global__ void ec_pick_kernel(const int64_t *__restrict__ vals, int64_t T, int E, int64_t C,
-                               uint8_t *__restrict__ picked) {
+// Sorted: expert e's T candidates sit at [e * T, (e + 1) * T), best first. Every (t, e) appears
+// exactly once, so every slot of the output is written.
+__global__ void ec_pick_kernel(const int64_t *__restrict__ vals, const float *__restrict__ z,
+                               const float *__restrict__ tmax, const float *__restrict__ tsum,
+                               int64_t T, int E, int64_t C, float scale,
+                               int32_t *__restrict__ ids, float *__restrict__ w) {
   const int64_t N = T * E;
   for (int64_t s = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; s < N;
        s += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t e = s / T, r = s - e * T;
-    if (r < C) picked[vals[s] * E + e] = 1;
+    const int64_t e = s / T, r = s - e * T, t = vals[s], i = t * E + e;
+    if (r < C) {
+      ids[i] = static_cast<int32_t>(e);
+      w[i] = (expf(z[i] - tmax[t]) / tsum[t]) * scale;
+    } else {
+      ids[i] = -1;
+      w[i] = 0.f;
+    }
   }
 }
 
@@ -190,7 +199,7 @@ scalars_kernel(moeStatsParams p) {
   const int tid = threadIdx.x;
   double a = 0.0, b = 0.0;
   for (int64_t t = tid; t < p.T; t += 1024) {
-    if (p.tok_lse2) a += p.tok_lse2[t];
+    if (p.tok_lse) a += static_cast<double>(p.tok_lse[t]) * static_cast<double>(p.tok_lse[t]);
     if (p.tok_ent) b += p.tok_ent[t];
   }
   const double lse2 = block_sum_double(a, sh);
@@ -198,7 +207,7 @@ scalars_kernel(moeStatsParams p) {
   double fp = 0.0, csum = 0.0, dsum = 0.0, cmax = 0.0;
   for (int e = tid; e < p.E; e += 1024) {
     const double c = static_cast<double>(p.counts[e]);
-    fp += c * static_cast<double>(p.prob_mean[e]);
+    fp += c * static_cast<double>(p.prob_mean[e]);  // divided by D below
     csum += c;
     cmax = c > cmax ? c : cmax;
     if (p.dropped) dsum += static_cast<double>(p.dropped[e]);
@@ -216,7 +225,8 @@ scalars_kernel(moeStatsParams p) {
   if (tid == 0) {
     const double T = static_cast<double>(p.T), E = static_cast<double>(p.E);
     const double mean_c = csum / E;
-    p.scalars[0] = static_cast<float>(E * fp / (T * static_cast<double>(p.K)));  // aux loss
+    const double D = p.variable_k ? csum : T * static_cast<double>(p.top_k);
+    p.scalars[0] = static_cast<float>(D > 0.0 ? E * (fp / D) : 0.0);             // aux loss
     p.scalars[1] = static_cast<float>(lse2 / T);                                 // z-loss
     p.scalars[2] = static_cast<float>(ent / T);                                  // entropy
     p.scalars[3] = static_cast<float>(mean_c > 0.0 ? (cmax - mean_c) / mean_c : 0.0);
@@ -326,14 +336,14 @@ extern "C" cudaError_t moe_launch_expert_choice_pick(const moeExpertChoiceParams
   uint64_t *kout = reinterpret_cast<uint64_t *>(base + L.keys_out);
   int64_t *vin = reinterpret_cast<int64_t *>(base + L.vals_in);
   int64_t *vout = reinterpret_cast<int64_t *>(base + L.vals_out);
-  if ((err = cudaMemsetAsync(p->picked, 0, static_cast<size_t>(N), stream)) != cudaSuccess) return err;
   const unsigned g = grid_for(N, 256);
   ec_keys_kernel<<<g, 256, 0, stream>>>(p->z, p->tok_max, p->tok_sum, p->T, p->E, kin, vin);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   size_t temp = L.temp_bytes;
   err = sort_u64_i64(base + L.temp, temp, kin, kout, vin, vout, N, 0, 32 + bits_for(p->E - 1), stream);
   if (err != cudaSuccess) return err;
-  ec_pick_kernel<<<g, 256, 0, stream>>>(vout, p->T, p->E, p->capacity, p->picked);
+  ec_pick_kernel<<<g, 256, 0, stream>>>(vout, p->z, p->tok_max, p->tok_sum, p->T, p->E,
+                                        p->capacity, p->scale, p->ids, p->weights);
   return cudaGetLastError();
 }
 

@@ -35,21 +35,26 @@ typedef struct {
   int64_t capacity;           /* C tokens per expert, 0 <= C <= T */
   const float *z;             /* [T, E] logits */
   const float *tok_max, *tok_sum; /* [T] softmax statistics (moe_launch_route_softmax_stats) */
-  uint8_t *picked;            /* [T, E] out: 1 where expert e picked token t */
+  float scale;                /* routed_scaling_factor */
+  int32_t *ids;               /* [T, E] out: slot e = e where expert e picked token t, else -1 */
+  float *weights;             /* [T, E] out: p(t, e) * scale where picked, else 0 */
   void *scratch;
   size_t scratch_bytes;
 } moeExpertChoiceParams;
 
 cudaError_t moe_expert_choice_scratch_bytes(int64_t T, int32_t E, size_t *bytes);
-/* Each expert picks its C tokens of highest softmax probability (ties: the lower token). */
+/* Each expert picks its C tokens of highest softmax probability (ties: the lower token; NaN
+ * last), and writes every slot of the routing output (the CPU backend's layout). */
 cudaError_t moe_launch_expert_choice_pick(const moeExpertChoiceParams *p, cudaStream_t stream);
 
 typedef struct {
   int64_t T;
   int32_t E, K;
+  int32_t variable_k;          /* top-p, expert choice, dense: f_e = c_e / (total kept) */
+  int32_t top_k;               /* token choice: f_e = c_e / (T * top_k) */
   const int32_t *ids;          /* [T, K] final routing (after capacity) */
   const float *z;              /* [T, E] */
-  const float *tok_max, *tok_sum, *tok_lse2, *tok_ent; /* [T] */
+  const float *tok_max, *tok_sum, *tok_lse, *tok_ent; /* [T] */
   const int64_t *dropped;      /* [E] dropped selections or NULL (none) */
   int64_t *counts;             /* [E] out (required; scratch when the caller wants none) */
   float *prob_mean;            /* [E] out (required when scalars is set; scratch allowed) */

@@ -20,8 +20,11 @@ constexpr int kRT = 32;  // tokens per router block
 constexpr int kRE = 32;  // experts per router block
 constexpr int kRH = 32;  // hidden chunk staged in shared memory
 
-// z[t, e] = sum_h x[t, h] * w[e, h] (+ b[e]); 256 threads, each 1 token x 4 experts; the sum runs
-// over h in increasing order with separately rounded multiply and add (a plain host loop).
+// z[t, e] = dot(x[t], w[e]) (+ b[e]) in the CPU backend's canonical order (csrc/backend/cpu/
+// gemm.c): lane l = k mod 8 accumulates the multiple-of-8 prefix in increasing k, the lanes are
+// added ((0+1)+(2+3))+((4+5)+(6+7)), then the tail in increasing k; every multiply and add is
+// rounded separately (no FMA). So the logits, and therefore the selections, match the CPU's
+// bit for bit. 256 threads, each 1 token x 4 experts x 8 lanes.
 template <typename TX>
 __global__ void __launch_bounds__(256)
 router_logits_kernel(const TX *__restrict__ x, const float *__restrict__ wr,
@@ -33,7 +36,13 @@ router_logits_kernel(const TX *__restrict__ x, const float *__restrict__ wr,
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kRT;
   const int e0 = blockIdx.y * kRE;
   const int ty = tid >> 3, tx = tid & 7;
-  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  const int64_t n8 = Hr & ~static_cast<int64_t>(7);
+  float acc[4][8];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int l = 0; l < 8; ++l) acc[i][l] = 0.f;
+  float sum[4] = {0.f, 0.f, 0.f, 0.f};
   for (int64_t h0 = 0; h0 < Hr; h0 += kRH) {
 #pragma unroll
     for (int l = 0; l < 4; ++l) {
@@ -44,11 +53,26 @@ router_logits_kernel(const TX *__restrict__ x, const float *__restrict__ wr,
       ws[r][c] = (e < E && h < Hr) ? wr[static_cast<int64_t>(e) * Hr + h] : 0.f;
     }
     __syncthreads();
-    const int hn = static_cast<int>(Hr - h0 < kRH ? Hr - h0 : kRH);
-    for (int hh = 0; hh < hn; ++hh) {
-      const float xv = xs[ty][hh];
+    const int64_t left8 = n8 - h0;
+    const int pre = static_cast<int>(left8 <= 0 ? 0 : (left8 < kRH ? left8 : kRH));  // multiple of 8
+    for (int hh = 0; hh < pre; hh += 8) {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) acc[i] = __fadd_rn(acc[i], __fmul_rn(xv, ws[tx + 8 * i][hh]));
+      for (int l = 0; l < 8; ++l) {
+        const float xv = xs[ty][hh + l];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          acc[i][l] = __fadd_rn(acc[i][l], __fmul_rn(xv, ws[tx + 8 * i][hh + l]));
+      }
+    }
+    if (h0 + kRH >= Hr) {  // the last chunk: fold the lanes, then the tail
+      const int hn = static_cast<int>(Hr - h0);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        sum[i] = __fadd_rn(__fadd_rn(__fadd_rn(acc[i][0], acc[i][1]), __fadd_rn(acc[i][2], acc[i][3])),
+                           __fadd_rn(__fadd_rn(acc[i][4], acc[i][5]), __fadd_rn(acc[i][6], acc[i][7])));
+        for (int hh = pre; hh < hn; ++hh)
+          sum[i] = __fadd_rn(sum[i], __fmul_rn(xs[ty][hh], ws[tx + 8 * i][hh]));
+      }
     }
     __syncthreads();
   }
@@ -57,7 +81,7 @@ router_logits_kernel(const TX *__restrict__ x, const float *__restrict__ wr,
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const int e = e0 + tx + 8 * i;
-    if (e < E) z[t * E + e] = bias ? __fadd_rn(acc[i], bias[e]) : acc[i];
+    if (e < E) z[t * E + e] = bias ? __fadd_rn(sum[i], bias[e]) : sum[i];
   }
 }
 
@@ -84,36 +108,50 @@ route_select_kernel(moeSelectParams p, int stats_only) {
   const int E = p.E, K = p.K, fam = p.family;
   const float *zr = p.z + t * E;
 
-  // Softmax statistics of the logits (every family: stats and expert choice use them).
-  float m = -INFINITY;
-  for (int e = lane; e < E; e += 32) m = fmaxf(m, zr[e]);
-  m = warp_max(m);
-  float s = 0.f;
-  for (int e = lane; e < E; e += 32) s += expf(zr[e] - m);
-  s = warp_sum(s);
-  if (lane == 0) {
-    p.tok_max[t] = m;
-    p.tok_sum[t] = s;
-  }
-  if (p.tok_lse2 || p.tok_ent) {
-    const float lse = m + logf(s);
-    float ent = 0.f;
-    for (int e = lane; e < E; e += 32) {
-      const float pe = expf(zr[e] - m) / s;
-      if (pe > 0.f) ent += pe * (lse - zr[e]);
-    }
-    ent = warp_sum(ent);
-    if (lane == 0) {
-      if (p.tok_lse2) p.tok_lse2[t] = lse * lse;
-      if (p.tok_ent) p.tok_ent[t] = ent;
-    }
-  }
-  if (stats_only) return;
-
   const size_t stride = 2 * static_cast<size_t>(E) + static_cast<size_t>(p.n_group);
   float *val = reinterpret_cast<float *>(smem_u + warp * stride);
   uint32_t *key = smem_u + warp * stride + E;
   uint32_t *gkey = key + E;
+
+  // Softmax of the logits as the CPU computes it: max, then expf(z - max) summed in expert
+  // order (one lane; the warp only fills the terms), p = term / sum.
+  float m = -INFINITY;
+  for (int e = lane; e < E; e += 32) m = fmaxf(m, zr[e]);
+  m = warp_max(m);
+  for (int e = lane; e < E; e += 32) val[e] = expf(zr[e] - m);
+  __syncwarp();
+  float s = 0.f;
+  if (lane == 0)
+    for (int e = 0; e < E; ++e) s = __fadd_rn(s, val[e]);
+  s = __shfl_sync(0xffffffffu, s, 0);
+  if (lane == 0) {
+    p.tok_max[t] = m;
+    p.tok_sum[t] = s;
+  }
+  if (p.tok_lse || p.tok_ent) {
+    float ent = 0.f;
+    for (int e = lane; e < E; e += 32) {
+      const float pe = val[e] / s;
+      if (pe > 0.f) ent -= pe * logf(pe);
+    }
+    ent = warp_sum(ent);
+    if (lane == 0) {
+      if (p.tok_lse) p.tok_lse[t] = m + logf(s);
+      if (p.tok_ent) p.tok_ent[t] = ent;
+    }
+  }
+  __syncwarp();  // every lane is done with val[] before it is overwritten
+  if (stats_only) return;
+
+  int32_t *ids = p.ids + t * K;
+  float *w = p.weights + t * K;
+  if (fam == kDense) {  // every expert, slot j = expert j (as the CPU backend lays it out)
+    for (int j = lane; j < K; j += 32) {
+      ids[j] = j < E ? j : -1;
+      w[j] = j < E ? (expf(zr[j] - m) / s) * p.scale : 0.f;
+    }
+    return;
+  }
 
   for (int e = lane; e < E; e += 32) {
     const float zv = zr[e];
@@ -128,7 +166,6 @@ route_select_kernel(moeSelectParams p, int stats_only) {
     } else {
       v = expf(zv - m) / s;
       k = score_key(v);
-      if (fam == kExpertChoice && !(p.picked && p.picked[t * E + e])) k = 0;
     }
     val[e] = v;
     key[e] = k;
@@ -171,14 +208,12 @@ route_select_kernel(moeSelectParams p, int stats_only) {
   }
 
   // Top-K by repeated warp argmax; each lane caches the best of the experts it owns (e % 32).
-  int32_t *ids = p.ids + t * K;
-  float *w = p.weights + t * K;
   uint64_t mine = lane_best(key, E, lane);
   int nsel = 0;
   float v0 = 0.f, acc = 0.f;
   for (int j = 0; j < K; ++j) {
     const uint64_t best = warp_max_u64(mine);
-    if (cand_key(best) == 0) break;  // expert choice: nobody else picked this token
+    if (cand_key(best) == 0) break;  // fewer candidates than slots (cannot happen when valid)
     const uint32_t ew = cand_idx(best);
     const float v = val[ew];
     if (static_cast<int>(ew & 31u) == lane) {
@@ -229,7 +264,7 @@ cudaError_t launch_select(const moeSelectParams *p, int stats_only, cudaStream_t
   int wpb = static_cast<int>((48u * 1024u) / warp_bytes);
   if (wpb > 8) wpb = 8;
   if (wpb < 1) return cudaErrorInvalidValue;  // E > 4096: outside the layer's valid range
-  const size_t smem = stats_only ? 0 : warp_bytes * wpb;
+  const size_t smem = warp_bytes * wpb;
   const int64_t blocks = (p->T + wpb - 1) / wpb;
   route_select_kernel<<<static_cast<unsigned>(blocks), 32 * wpb, smem, stream>>>(*p, stats_only);
   return cudaGetLastError();

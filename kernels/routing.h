@@ -13,8 +13,8 @@ extern "C" {
 #endif
 
 /* z [T, E] fp32 = x [T, Hr] (dtype) * Wr [E, Hr]^T + bias [E] (NULL = none). Each logit is the
- * sequential sum over h = 0..Hr-1 of x*w rounded per operation (no FMA contraction), then
- * + bias, so that it matches a plain fp32 loop on the host bit for bit. */
+ * CPU backend's canonical dot product (8 interleaved lanes, fixed fold, no FMA), so the logits
+ * match the CPU reference bit for bit. */
 cudaError_t moe_launch_router_logits(const void *x, int dtype, const float *wr, const float *bias,
                                      float *z, int64_t T, int32_t E, int64_t Hr,
                                      cudaStream_t stream);
@@ -29,18 +29,18 @@ typedef struct {
   float top_p;                /* top-p threshold */
   const float *z;             /* [T, E] logits */
   const float *selection_bias;/* [E] (SigmoidGroupTopK) or NULL */
-  const uint8_t *picked;      /* [T, E] expert choice: 1 where expert e picked token t; else NULL */
   int32_t *ids;               /* [T, K] out */
   float *weights;             /* [T, K] out */
   float *tok_max, *tok_sum;   /* [T] out: softmax max and sum of expf(z - max) (both required) */
-  float *tok_lse2, *tok_ent;  /* [T] out or NULL: logsumexp^2 and entropy of softmax(z) */
+  float *tok_lse, *tok_ent;   /* [T] out or NULL: logsumexp and entropy of softmax(z) */
 } moeSelectParams;
 
-/* One warp per token. Also writes tok_max / tok_sum for the later stats / expert-choice passes. */
+/* One warp per token, every token-choice family and dense gating (expert choice: see
+ * route_post.h). Also writes tok_max / tok_sum for the stats / expert-choice passes. */
 cudaError_t moe_launch_route_select(const moeSelectParams *p, cudaStream_t stream);
 
 /* Softmax statistics only (expert choice needs them before picking): tok_max, tok_sum and the
- * optional tok_lse2 / tok_ent. ids / weights / picked are ignored. */
+ * optional tok_lse / tok_ent. ids / weights are ignored. */
 cudaError_t moe_launch_route_softmax_stats(const moeSelectParams *p, cudaStream_t stream);
 
 #ifdef __cplusplus

@@ -11,7 +11,7 @@
 #define ALIGN_UP(v) (((v) + (size_t)255) & ~(size_t)255)
 
 typedef struct {
-  size_t z, tmax, tsum, tlse2, tent, counts, prob, dropped, picked, post, post_bytes, total;
+  size_t z, tmax, tsum, tlse, tent, counts, prob, dropped, post, post_bytes, total;
 } RoutePlan;
 
 static int capacity_active(const moeLayer *L) {
@@ -31,13 +31,11 @@ static void route_plan(const moeLayer *L, int64_t T, RoutePlan *p) {
   p->z = off; off += ALIGN_UP(t * E * sizeof(float));
   p->tmax = off; off += ALIGN_UP(t * sizeof(float));
   p->tsum = off; off += ALIGN_UP(t * sizeof(float));
-  p->tlse2 = off; off += ALIGN_UP(t * sizeof(float));
+  p->tlse = off; off += ALIGN_UP(t * sizeof(float));
   p->tent = off; off += ALIGN_UP(t * sizeof(float));
   p->counts = off; off += ALIGN_UP(E * sizeof(int64_t));
   p->prob = off; off += ALIGN_UP(E * sizeof(float));
   p->dropped = off; off += ALIGN_UP(E * sizeof(int64_t));
-  p->picked = off;
-  if (L->cfg.routing == moeRoutingExpertChoice) off += ALIGN_UP(t * E);
   size_t post = 0;
   if (capacity_active(L)) {
     if (moe_capacity_scratch_bytes(T, L->K, L->E, &post) != cudaSuccess) {
@@ -111,12 +109,11 @@ moeStatus_t moe_cuda_route(const moeLayer *L, const moeRouteArgs *a, moeScratch 
   sp.top_p = L->cfg.top_p_threshold;
   sp.z = z;
   sp.selection_bias = L->selection_bias;
-  sp.picked = NULL;
   sp.ids = a->expert_ids;
   sp.weights = a->weights;
   sp.tok_max = (float *)(base + rp.tmax);
   sp.tok_sum = (float *)(base + rp.tsum);
-  sp.tok_lse2 = want_scalars ? (float *)(base + rp.tlse2) : NULL;
+  sp.tok_lse = want_scalars ? (float *)(base + rp.tlse) : NULL;
   sp.tok_ent = want_scalars ? (float *)(base + rp.tent) : NULL;
 
   if (routing == moeRoutingExpertChoice) {
@@ -131,13 +128,15 @@ moeStatus_t moe_cuda_route(const moeLayer *L, const moeRouteArgs *a, moeScratch 
     ep.z = z;
     ep.tok_max = sp.tok_max;
     ep.tok_sum = sp.tok_sum;
-    ep.picked = (uint8_t *)(base + rp.picked);
+    ep.scale = L->cfg.routed_scaling_factor;
+    ep.ids = a->expert_ids;
+    ep.weights = a->weights;
     ep.scratch = base + rp.post;
     ep.scratch_bytes = rp.post_bytes;
     MOE_CUDA_TRY(moe_launch_expert_choice_pick(&ep, st), "route: expert-choice pick");
-    sp.picked = ep.picked;
+  } else {
+    MOE_CUDA_TRY(moe_launch_route_select(&sp, st), "route: selection kernel");
   }
-  MOE_CUDA_TRY(moe_launch_route_select(&sp, st), "route: selection kernel");
 
   const int want_dropped = stats && (stats->dropped_counts || want_scalars);
   int64_t *dropped = NULL;
@@ -170,11 +169,14 @@ moeStatus_t moe_cuda_route(const moeLayer *L, const moeRouteArgs *a, moeScratch 
     pp.T = T;
     pp.E = L->E;
     pp.K = L->K;
+    pp.variable_k = routing == moeRoutingTopP || routing == moeRoutingExpertChoice ||
+                    routing == moeRoutingDense;
+    pp.top_k = L->cfg.top_k;
     pp.ids = a->expert_ids;
     pp.z = z;
     pp.tok_max = sp.tok_max;
     pp.tok_sum = sp.tok_sum;
-    pp.tok_lse2 = sp.tok_lse2;
+    pp.tok_lse = sp.tok_lse;
     pp.tok_ent = sp.tok_ent;
     pp.dropped = dropped;
     pp.counts = stats->expert_counts ? stats->expert_counts : (int64_t *)(base + rp.counts);
