@@ -90,6 +90,18 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-__device__ __forceinline__ float sigmoidf_ref(float z) { return 1.0f / (1.0f + expf(-z)); }
+// expf as the host's libm computes it: CUDA's expf is within 2 ulp, glibc's is correctly
+// rounded in all but rare cases, and so is exp in double rounded once to float. Routing
+// compares these values across backends (ties, top-p thresholds, expert choice across tokens),
+// so it uses this one; the FFN epilogues keep the fast expf.
+__device__ __forceinline__ float expf_ref(float x) {
+  return static_cast<float>(exp(static_cast<double>(x)));
+}
+
+__device__ __forceinline__ float logf_ref(float x) {
+  return static_cast<float>(log(static_cast<double>(x)));
+}
+
+__device__ __forceinline__ float sigmoidf_ref(float z) { return 1.0f / (1.0f + expf_ref(-z)); }
 
 }  // namespace moe_kernels

@@ -118,7 +118,7 @@ __global__ void ec_keys_kernel(const float *__restrict__ z, const float *__restr
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < N;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t t = i / E, e = i - t * E;
-    const float pv = expf(z[i] - tmax[t]) / tsum[t];  // as route_select_kernel computes it
+    const float pv = expf_ref(z[i] - tmax[t]) / tsum[t];  // as route_select_kernel computes it
     keys[i] = (static_cast<uint64_t>(e) << 32) | ~score_key(pv);
     vals[i] = t;
   }
@@ -136,7 +136,7 @@ __global__ void ec_pick_kernel(const int64_t *__restrict__ vals, const float *__
     const int64_t e = s / T, r = s - e * T, t = vals[s], i = t * E + e;
     if (r < C) {
       ids[i] = static_cast<int32_t>(e);
-      w[i] = (expf(z[i] - tmax[t]) / tsum[t]) * scale;
+      w[i] = (expf_ref(z[i] - tmax[t]) / tsum[t]) * scale;
     } else {
       ids[i] = -1;
       w[i] = 0.f;
@@ -171,7 +171,7 @@ prob_mean_kernel(const float *__restrict__ z, const float *__restrict__ tmax,
   const int e = blockIdx.x * 32 + lane;
   double acc = 0.0;
   if (e < E)
-    for (int64_t t = ph; t < T; t += 8) acc += static_cast<double>(expf(z[t * E + e] - tmax[t]) / tsum[t]);
+    for (int64_t t = ph; t < T; t += 8) acc += static_cast<double>(expf_ref(z[t * E + e] - tmax[t]) / tsum[t]);
   part[ph][lane] = acc;
   __syncthreads();
   if (ph == 0 && e < E) {

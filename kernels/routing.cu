@@ -154,12 +154,12 @@ route_select_kernel(moeSelectParams p, int stats_only) {
   uint32_t *key = smem_u + warp * stride + E;
   uint32_t *gkey = key + E;
 
-  // Softmax of the logits as the CPU computes it: max, then expf(z - max) summed in expert
+  // Softmax of the logits as the CPU computes it: max, then expf_ref(z - max) summed in expert
   // order (one lane; the warp only fills the terms), p = term / sum.
   float m = -INFINITY;
   for (int e = lane; e < E; e += 32) m = fmaxf(m, zr[e]);
   m = warp_max(m);
-  for (int e = lane; e < E; e += 32) val[e] = expf(zr[e] - m);
+  for (int e = lane; e < E; e += 32) val[e] = expf_ref(zr[e] - m);
   __syncwarp();
   float s = 0.f;
   if (lane == 0)
@@ -173,11 +173,11 @@ route_select_kernel(moeSelectParams p, int stats_only) {
     float ent = 0.f;
     for (int e = lane; e < E; e += 32) {
       const float pe = val[e] / s;
-      if (pe > 0.f) ent -= pe * logf(pe);
+      if (pe > 0.f) ent -= pe * logf_ref(pe);
     }
     ent = warp_sum(ent);
     if (lane == 0) {
-      if (p.tok_lse) p.tok_lse[t] = m + logf(s);
+      if (p.tok_lse) p.tok_lse[t] = m + logf_ref(s);
       if (p.tok_ent) p.tok_ent[t] = ent;
     }
   }
@@ -189,7 +189,7 @@ route_select_kernel(moeSelectParams p, int stats_only) {
   if (fam == kDense) {  // every expert, slot j = expert j (as the CPU backend lays it out)
     for (int j = lane; j < K; j += 32) {
       ids[j] = j < E ? j : -1;
-      w[j] = j < E ? (expf(zr[j] - m) / s) * p.scale : 0.f;
+      w[j] = j < E ? (expf_ref(zr[j] - m) / s) * p.scale : 0.f;
     }
     return;
   }
@@ -205,7 +205,7 @@ route_select_kernel(moeSelectParams p, int stats_only) {
       v = sigmoidf_ref(zv);
       k = score_key(v + (p.selection_bias ? p.selection_bias[e] : 0.f));
     } else {
-      v = expf(zv - m) / s;
+      v = expf_ref(zv - m) / s;
       k = score_key(v);
     }
     val[e] = v;
@@ -262,7 +262,7 @@ route_select_kernel(moeSelectParams p, int stats_only) {
       mine = lane_best(key, E, lane);
     }
     if (j == 0) v0 = v;
-    acc += (fam == kTopKSoftmax) ? expf(v - v0) : v;  // slot order, the same on every lane
+    acc += (fam == kTopKSoftmax) ? expf_ref(v - v0) : v;  // slot order, the same on every lane
     if (lane == 0) {
       ids[j] = static_cast<int32_t>(ew);
       w[j] = v;
@@ -288,7 +288,7 @@ route_select_kernel(moeSelectParams p, int stats_only) {
     if (j < nsel) {
       const float v = w[j];
       float x;
-      if (fam == kTopKSoftmax) x = expf(v - v0) / denom;
+      if (fam == kTopKSoftmax) x = expf_ref(v - v0) / denom;
       else if (fam == kSigmoidTop1InputScale) x = sigmoidf_ref(v);
       else x = divide ? v / denom : v;
       w[j] = x * p.scale;
