@@ -232,10 +232,13 @@ gemm_tc_kernel(const moeGemmParams p) {
 }
 
 template <typename TS, bool VEC>
+cudaError_t allow_smem() {
+  return cudaFuncSetAttribute(gemm_tc_kernel<TS, VEC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              SMEM_BYTES);
+}
+
+template <typename TS, bool VEC>
 cudaError_t launch_tc(const moeGemmParams *p, dim3 grid, cudaStream_t stream) {
-  cudaError_t err = cudaFuncSetAttribute(gemm_tc_kernel<TS, VEC>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_BYTES);
-  if (err != cudaSuccess) return err;
   gemm_tc_kernel<TS, VEC><<<grid, THREADS, SMEM_BYTES, stream>>>(*p);
   return cudaGetLastError();
 }
@@ -246,6 +249,17 @@ cudaError_t launch_tc(const moeGemmParams *p, dim3 grid, cudaStream_t stream) {
 using namespace moe_kernels;
 
 extern "C" int moe_gemm_tc_block_m(void) { return BM; }
+
+// Raises the dynamic shared-memory limit of every tensor-core instantiation on the current
+// device. Called once per context (not per launch), so that nothing but launches happens while
+// a stream is being captured.
+extern "C" cudaError_t moe_gemm_tc_init(void) {
+  cudaError_t err;
+  if ((err = allow_smem<__nv_bfloat16, true>()) != cudaSuccess) return err;
+  if ((err = allow_smem<__nv_bfloat16, false>()) != cudaSuccess) return err;
+  if ((err = allow_smem<__half, true>()) != cudaSuccess) return err;
+  return allow_smem<__half, false>();
+}
 
 extern "C" cudaError_t moe_launch_gemm_tc(const moeGemmParams *p, int64_t m_tiles,
                                           cudaStream_t stream) {

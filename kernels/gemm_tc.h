@@ -9,6 +9,7 @@ extern "C" {
 #endif
 
 int moe_gemm_tc_block_m(void);
+cudaError_t moe_gemm_tc_init(void);
 int moe_gemm_simt_block_m(void);
 /* m_tiles: grid size along M (the worst case over the groups). */
 cudaError_t moe_launch_gemm_tc(const moeGemmParams *p, int64_t m_tiles, cudaStream_t stream);

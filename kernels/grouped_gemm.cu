@@ -37,6 +37,8 @@ tile_schedule_kernel(const int64_t *__restrict__ offsets, int G, int BM, int32_t
 
 }  // namespace
 
+extern "C" cudaError_t moe_grouped_gemm_init(void) { return moe_gemm_tc_init(); }
+
 extern "C" cudaError_t moe_launch_grouped_gemm(const moeGemmParams *p, cudaStream_t stream) {
   if (p->M <= 0 || p->N <= 0) return cudaSuccess;
   const bool tc = p->dtype != moe_kernels::kF32;

@@ -51,6 +51,10 @@ typedef struct {
   int32_t c_f32;
 } moeGemmParams;
 
+/* Once per device (context creation): kernel attributes, e.g. the tensor-core kernel's 64 KiB of
+ * dynamic shared memory. Not capturable; launches afterwards are. */
+cudaError_t moe_grouped_gemm_init(void);
+
 cudaError_t moe_launch_grouped_gemm(const moeGemmParams *p, cudaStream_t stream);
 
 #ifdef __cplusplus

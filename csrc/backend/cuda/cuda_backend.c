@@ -4,6 +4,8 @@
 
 #include <stdlib.h>
 
+#include "grouped_gemm.h"
+
 int moe_cuda_device_count(void) {
   int n = 0;
   cudaError_t err = cudaGetDeviceCount(&n);
@@ -34,6 +36,12 @@ static moeStatus_t cuda_context_init(moeContext_t ctx) {
     return moe_error(moeErrorBackendUnavailable,
                      "CUDA device %d (%s) has compute capability %d.%d; libmoe needs >= 8.0",
                      dev, prop.name, prop.major, prop.minor);
+  }
+  cudaError_t kerr = moe_grouped_gemm_init();
+  if (kerr != cudaSuccess) {
+    free(st);
+    return moe_error(moeErrorCuda, "kernel attributes (cudaFuncSetAttribute): %s",
+                     cudaGetErrorString(kerr));
   }
   cublasStatus_t cs = cublasCreate(&st->cublas);
   if (cs != CUBLAS_STATUS_SUCCESS) {
