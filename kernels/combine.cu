@@ -8,6 +8,8 @@ namespace {
 
 constexpr int kMaxCachedSlots = 64;
 
+// The CPU backend's arithmetic (multiply, then add, each rounded; no FMA), so that the same
+// expert outputs combine to bitwise the same y on both backends.
 // VEC consecutive columns per thread (VEC = 16 bytes / element when Hr and the pointers allow,
 // else 1). Every column's sum runs over the slots in order j = 0..K-1, so the result does not
 // depend on VEC.
@@ -39,19 +41,19 @@ combine_kernel(const moeCombineParams p) {
       if (r < 0) continue;
       const float w = j < kMaxCachedSlots ? wts[j] : (p.unit_weights ? 1.f : pw[j]);
       if (VEC == 1) {
-        acc[0] = __fmaf_rn(w, to_f32(eo[r * p.Hr + c]), acc[0]);
+        acc[0] = __fadd_rn(acc[0], __fmul_rn(w, to_f32(eo[r * p.Hr + c])));
       } else {
         alignas(16) TS in[VEC];
         *reinterpret_cast<uint4 *>(in) = *reinterpret_cast<const uint4 *>(eo + r * p.Hr + c);
 #pragma unroll
-        for (int v = 0; v < VEC; ++v) acc[v] = __fmaf_rn(w, to_f32(in[v]), acc[v]);
+        for (int v = 0; v < VEC; ++v) acc[v] = __fadd_rn(acc[v], __fmul_rn(w, to_f32(in[v])));
       }
     }
     alignas(16) TS out[VEC];
 #pragma unroll
     for (int v = 0; v < VEC; ++v) {
       float a = acc[v];
-      if (so) a += to_f32(so[t * p.Hr + c + v]);
+      if (so) a = __fadd_rn(a, to_f32(so[t * p.Hr + c + v]));
       out[v] = from_f32<TS>(a);
     }
     if (VEC == 1) {

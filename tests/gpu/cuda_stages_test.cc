@@ -271,6 +271,46 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(std::get<0>(i.param).name) + (d == moeFloat32 ? "_f32" : d == moeBFloat16 ? "_bf16" : "_f16");
     });
 
+// Combine of the same expert outputs: the CUDA kernel does the CPU's arithmetic (multiply, then
+// add, slot order, shared last), so y must be bitwise equal.
+TEST(CudaCombine, BitwiseEqualToCpu) {
+  if (!moe_test::HasGpu()) GTEST_SKIP() << "no GPU";
+  for (moeDtype_t dt : {moeFloat32, moeBFloat16, moeFloat16}) {
+    for (int64_t H : {13, 64, 72}) {
+      SCOPED_TRACE(std::to_string(static_cast<int>(dt)) + " H=" + std::to_string(H));
+      moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
+      cfg.hidden = H;
+      cfg.intermediate = 8;
+      cfg.num_experts = 16;
+      cfg.top_k = 4;
+      cfg.num_shared_experts = 1;
+      cfg.dtype = dt;
+      LayerPair L(cfg, 91);
+      ASSERT_EQ(L.status, moeSuccess) << moeGetLastErrorMessage();
+      const int64_t T = 333;
+      const int32_t K = 4;
+      const auto xb = moe_test::ToBytes(moe_test::RandomTokens(T, H, dt, 92), dt);
+      std::vector<int32_t> ids(T * K);
+      std::vector<float> w(T * K);
+      MOE_ASSERT_OK(moeLayerRoute(L.cpu, T, xb.data(), ids.data(), w.data(), nullptr, nullptr, 0, nullptr));
+      for (int64_t t = 0; t < T; t += 7) ids[t * K + 1] = -1, w[t * K + 1] = 0.f;  // holes
+      std::vector<int64_t> off(17), sp(T * K), pr(T * K);
+      MOE_ASSERT_OK(moeLayerPermute(L.cpu, T, ids.data(), off.data(), sp.data(), pr.data(), nullptr, 0, nullptr));
+      const auto eo = moe_test::ToBytes(moe_test::RandomTokens(T * K, H, dt, 93), dt);
+      const auto so = moe_test::ToBytes(moe_test::RandomTokens(T, H, dt, 94), dt);
+      std::vector<uint8_t> yc(xb.size());
+      MOE_ASSERT_OK(moeLayerCombine(L.cpu, T, eo.data(), pr.data(), w.data(), so.data(), yc.data(), nullptr));
+      DevBuf deo(eo.size()), dpr(pr.size() * 8), dw(w.size() * 4), dso(so.size()), dy(yc.size());
+      deo.Put(eo.data(), eo.size());
+      dpr.Put(pr.data(), pr.size() * 8);
+      dw.Put(w.data(), w.size() * 4);
+      dso.Put(so.data(), so.size());
+      MOE_ASSERT_OK(moeLayerCombine(L.gpu, T, deo.get(), dpr.as<int64_t>(), dw.as<float>(), dso.get(), dy.get(), nullptr));
+      EXPECT_TRUE(dy.Bytes() == yc);
+    }
+  }
+}
+
 }  // namespace
 
 #else
