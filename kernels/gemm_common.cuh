@@ -82,4 +82,28 @@ __device__ __forceinline__ void store_out(const moeGemmParams &p, int64_t row, i
   else static_cast<TS *>(p.C)[i] = from_f32<TS>(v);
 }
 
+// Two neighbouring columns (col, col + 1) of one row, as one 4-byte store when both exist and
+// the address allows (16-bit storage); else element by element.
+template <typename TS>
+__device__ __forceinline__ void store_out2(const moeGemmParams &p, int64_t row, int64_t col,
+                                           int64_t ncols, float v0, float v1) {
+  const int64_t i = row * p.ldc + col;
+  TS *c = static_cast<TS *>(p.C) + i;
+  if (sizeof(TS) == 2 && !p.c_f32 && col + 1 < ncols && (reinterpret_cast<uintptr_t>(c) & 3u) == 0) {
+    if (p.accum_in) {
+      v0 += p.accum_in[i];
+      v1 += p.accum_in[i + 1];
+    }
+    if (p.add) {
+      v0 += to_f32(static_cast<const TS *>(p.add)[i]);
+      v1 += to_f32(static_cast<const TS *>(p.add)[i + 1]);
+    }
+    alignas(4) TS two[2] = {from_f32<TS>(v0), from_f32<TS>(v1)};
+    *reinterpret_cast<uint32_t *>(c) = *reinterpret_cast<const uint32_t *>(two);
+  } else {
+    store_out<TS>(p, row, col, v0);
+    if (col + 1 < ncols) store_out<TS>(p, row, col + 1, v1);
+  }
+}
+
 }  // namespace moe_kernels

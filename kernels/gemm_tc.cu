@@ -82,8 +82,10 @@ __device__ __forceinline__ void load_chunk_scalar(uint32_t dst, const TS *row, i
   asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(dst), "r"(w0), "r"(w1), "r"(w2), "r"(w3));
 }
 
+// Two blocks per SM (128 registers, 2 x 64 KiB of shared memory) keep one block's epilogue and
+// prologue overlapped with the other's main loop.
 template <typename TS, bool VEC>
-__global__ void __launch_bounds__(THREADS)
+__global__ void __launch_bounds__(THREADS, 2)
 gemm_tc_kernel(const moeGemmParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int64_t arow[BM];
@@ -194,37 +196,48 @@ gemm_tc_kernel(const moeGemmParams p) {
   cp_async_wait<0>();
 
   // Epilogue. acc[mt][nt][q]: row wm*64 + mt*16 + lane/4 + 8*(q/2), local B row
-  // nb(nt) + 2*(lane%4) + q%2 with nb = wn*16 + nt*8 (nt < 2) or 64 + wn*16 + (nt-2)*8.
+  // nb(nt) + 2*(lane%4) + q%2 with nb = wn*16 + nt*8 (nt < 2) or 64 + wn*16 + (nt-2)*8. Gated:
+  // the up value of gate column c sits in tile nt + 2 at the same position.
   const float *bias = p.bias ? p.bias + static_cast<int64_t>(g) * p.bias_group_stride : nullptr;
 #pragma unroll
   for (int mt = 0; mt < 4; ++mt) {
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const int lr = wm * 64 + mt * 16 + (lane >> 2) + 8 * (q >> 1);
+    for (int qh = 0; qh < 2; ++qh) {  // q = 2 * qh + b: columns col + b of one row
+      const int lr = wm * 64 + mt * 16 + (lane >> 2) + 8 * qh;
       const int64_t row = m0 + lr;
       if (row >= m_end) continue;
       const float sc = ascale[lr];
       if (gated) {
 #pragma unroll
         for (int nt = 0; nt < 2; ++nt) {
-          const int64_t col = n0 + wn * 16 + nt * 8 + 2 * (lane & 3) + (q & 1);
+          const int64_t col = n0 + wn * 16 + nt * 8 + 2 * (lane & 3);
           if (col >= Nout) continue;
-          float vg = acc[mt][nt][q] * sc, vu = acc[mt][nt + 2][q] * sc;
-          if (bias) {
-            vg += bias[col];
-            vu += bias[Nout + col];
+          float o[2];
+#pragma unroll
+          for (int b = 0; b < 2; ++b) {
+            float vg = acc[mt][nt][2 * qh + b] * sc, vu = acc[mt][nt + 2][2 * qh + b] * sc;
+            if (bias && col + b < Nout) {
+              vg += bias[col + b];
+              vu += bias[Nout + col + b];
+            }
+            o[b] = act_gated(vg, vu, p.act, p.alpha, p.limit);
           }
-          store_out<TS>(p, row, col, act_gated(vg, vu, p.act, p.alpha, p.limit));
+          store_out2<TS>(p, row, col, Nout, o[0], o[1]);
         }
       } else {
 #pragma unroll
         for (int nt = 0; nt < 4; ++nt) {
           const int nb = (nt < 2) ? wn * 16 + nt * 8 : 64 + wn * 16 + (nt - 2) * 8;
-          const int64_t col = n0 + nb + 2 * (lane & 3) + (q & 1);
+          const int64_t col = n0 + nb + 2 * (lane & 3);
           if (col >= p.N) continue;
-          float v = acc[mt][nt][q] * sc;
-          if (bias) v += bias[col];
-          store_out<TS>(p, row, col, act_single(v, p.act));
+          float o[2];
+#pragma unroll
+          for (int b = 0; b < 2; ++b) {
+            float v = acc[mt][nt][2 * qh + b] * sc;
+            if (bias && col + b < p.N) v += bias[col + b];
+            o[b] = act_single(v, p.act);
+          }
+          store_out2<TS>(p, row, col, p.N, o[0], o[1]);
         }
       }
     }
