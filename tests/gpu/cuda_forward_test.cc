@@ -168,6 +168,30 @@ TEST(CudaForward, GraphCaptureReplayAndDeterminism) {
   cudaStreamDestroy(s);
 }
 
+// Dense gating's forward also returns every expert's output [E, T, H].
+TEST(CudaForward, DenseExpertOutputsMatchCpu) {
+  if (!moe_test::HasGpu()) GTEST_SKIP() << "no GPU";
+  const ForwardCase c = kForwardCases[12];
+  for (moeDtype_t dt : {moeFloat32, moeBFloat16}) {
+    LayerPair L(ForwardConfig(c, dt), 101);
+    ASSERT_EQ(L.status, moeSuccess) << moeGetLastErrorMessage();
+    const int64_t T = 77;
+    const size_t es = dt == moeFloat32 ? 4 : 2;
+    const auto xb = moe_test::ToBytes(moe_test::RandomTokens(T, c.H, dt, 102), dt);
+    std::vector<uint8_t> yc(T * c.H * es), eoc(c.E * T * c.H * es);
+    MOE_ASSERT_OK(moeLayerForwardDense(L.cpu, T, xb.data(), yc.data(), eoc.data(), nullptr, 0, nullptr));
+    DevBuf dx(xb.size()), dy(yc.size()), deo(eoc.size());
+    dx.Put(xb.data(), xb.size());
+    MOE_ASSERT_OK(moeLayerForwardDense(L.gpu, T, dx.get(), dy.get(), deo.get(), nullptr, 0, nullptr));
+    const auto yg = dy.Bytes(), eog = deo.Bytes();
+    const double tol = moe_test::Tolerance(dt);
+    EXPECT_LE(moe_test::RelError(moe_test::FromBytes(yg.data(), T * c.H, dt),
+                                 moe_gpu_test::ToDoubleVec(moe_test::FromBytes(yc.data(), T * c.H, dt))), tol);
+    EXPECT_LE(moe_test::RelError(moe_test::FromBytes(eog.data(), c.E * T * c.H, dt),
+                                 moe_gpu_test::ToDoubleVec(moe_test::FromBytes(eoc.data(), c.E * T * c.H, dt))), tol);
+  }
+}
+
 TEST(CudaForward, UpdateSelectionBiasMatchesCpu) {
   if (!moe_test::HasGpu()) GTEST_SKIP() << "no GPU";
   const ForwardCase c = kForwardCases[4];
