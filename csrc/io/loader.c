@@ -69,8 +69,8 @@ static moeStatus_t has(moe_plan *p, const char *name, int *found) {
 static moeStatus_t detect_scheme(moe_plan *p, int32_t layer) {
   static const char *const blocks[] = {"block_sparse_moe.", "mlp."};
   int first_block = p->hf.family == MOE_FAMILY_MIXTRAL ? 0 : 1;
-  char tried[3][sizeof p->name];
-  int ntried = 0;
+  char tried[2 * sizeof p->name + 64] = "";
+  size_t used = 0;
   for (int b = first_block; b < 2; ++b) {
     snprintf(p->prefix, sizeof p->prefix, "model.layers.%d.%s", layer, blocks[b]);
     int found = 0;
@@ -79,22 +79,25 @@ static moeStatus_t detect_scheme(moe_plan *p, int32_t layer) {
       if (found) { p->scheme = MOE_SCHEME_W123; return moeSuccess; }
       MOE_TRY(has(p, moe_tname(p, "experts.%d.gate_proj.weight", p->begin), &found));
       if (found) { p->scheme = MOE_SCHEME_PROJ; return moeSuccess; }
-      if (ntried < 3) snprintf(tried[ntried++], sizeof tried[0], "%s", p->name);
+      moe_tname(p, "experts.%d.{w1,gate_proj}.weight", p->begin);
+      if (used < sizeof tried)
+        used += (size_t)snprintf(tried + used, sizeof tried - used, "%s, ", p->name);
     }
     MOE_TRY(has(p, moe_tname(p, "experts.gate_up_proj"), &found));
     if (found) {
       p->scheme = p->hf.family == MOE_FAMILY_GPT_OSS ? MOE_SCHEME_GPT_OSS : MOE_SCHEME_STACKED;
       return moeSuccess;
     }
-    if (ntried < 3) snprintf(tried[ntried++], sizeof tried[0], "%s", p->name);
+    if (used < sizeof tried)
+      used += (size_t)snprintf(tried + used, sizeof tried - used, "%s, ", p->name);
     MOE_TRY(has(p, moe_tname(p, "experts.gate_up_proj_blocks"), &found));
     if (found)
       return moe_error(moeErrorNotSupported, "%s: tensor %s: MXFP4 experts (blocks + scales) "
                        "not supported yet; use a bf16 checkpoint", p->ckpt->index_path, p->name);
   }
-  return moe_error(moeErrorFormat, "%s: layer %d: no expert weights found (looked for %s%s%s%s%s)",
-                   p->ckpt->index_path, layer, tried[0], ntried > 1 ? ", " : "",
-                   ntried > 1 ? tried[1] : "", ntried > 2 ? ", " : "", ntried > 2 ? tried[2] : "");
+  if (used >= 2 && used < sizeof tried) tried[used - 2] = '\0';
+  return moe_error(moeErrorFormat, "%s: layer %d: no expert weights found (looked for %s)",
+                   p->ckpt->index_path, layer, tried);
 }
 
 moeStatus_t moe_get(moe_plan *p, const char *name, int32_t ndim, const int64_t *shape,
