@@ -19,6 +19,7 @@
 #include "io/checkpoint.h"
 #include "io/hf_config.h"
 #include "io/loader.h"
+#include "layer/layer_internal.h"
 
 /* ---- the plan: config, files, naming scheme, expert range ---------------------------------- */
 
@@ -187,7 +188,10 @@ moeStatus_t moeLayerCreateFromCheckpoint(moeLayer_t *layer, moeContext_t ctx, co
   moe_plan p;
   MOE_TRY(moe_plan_open(dir, layer_index, opts, &p));
   moeLayer_t l = NULL;
-  moeStatus_t st = moeLayerCreate(&l, ctx, &p.hf.cfg);
+  /* A range narrower than [0, E) makes an expert-parallel local layer holding only its experts. */
+  moeStatus_t st = p.count == p.hf.cfg.num_experts
+                       ? moeLayerCreate(&l, ctx, &p.hf.cfg)
+                       : moe_layer_create_local(&l, ctx, &p.hf.cfg, p.begin, p.count);
   if (st == moeSuccess) st = moe_load_weights(&p, &moe_layer_sink, l);
   moe_plan_close(&p);
   if (st != moeSuccess) {

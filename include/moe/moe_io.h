@@ -69,10 +69,9 @@ MOE_API moeStatus_t moeCheckpointConfig(const char *dir, int32_t layer_index,
 /* Creates a layer on ctx from MoE layer layer_index of a checkpoint and sets its weights
  * (router and router bias, selection bias, routed experts of the range, expert biases, shared
  * experts). This is what `moe-bench --checkpoint DIR --layer N` calls.
- * With an expert range narrower than [0, E) the layer still holds all E experts today and only
- * those of the range are set, so its forward reports moeErrorInvalidState until the others
- * are set; once layers take a local expert range (expert parallelism), this function will create
- * the layer with exactly the range of opts.
+ * With an expert range narrower than [0, E) the layer is an expert-parallel local layer: it
+ * holds only the experts of the range (global ids, as the setters take them) while its router
+ * still chooses among all E; tokens routed elsewhere are the expert-parallel engine's to send.
  * [out] layer  the new layer; NULL on failure (nothing leaks).
  * Returns: as moeCheckpointConfig, and the errors of moeLayerCreate and the weight setters. */
 MOE_API moeStatus_t moeLayerCreateFromCheckpoint(moeLayer_t *layer, moeContext_t ctx,
