@@ -195,8 +195,10 @@ moeStatus_t moeLayerCreateFromCheckpoint(moeLayer_t *layer, moeContext_t ctx, co
   if (st == moeSuccess) st = moe_load_weights(&p, &moe_layer_sink, l);
   moe_plan_close(&p);
   if (st != moeSuccess) {
-    moeLayerDestroy(l); /* keeps the first error's message: Destroy does not fail */
-    return st;
+    char msg[1024]; /* Destroy, a public call, clears the message: keep the first error's */
+    snprintf(msg, sizeof msg, "%s", moeGetLastErrorMessage());
+    moeLayerDestroy(l);
+    return moe_error(st, "%s", msg);
   }
   *layer = l;
   return moeSuccess;
