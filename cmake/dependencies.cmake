@@ -10,7 +10,7 @@ option(MOE_WITH_CJSON "Build the checkpoint loader (safetensors, config.json; ne
 if(MOE_WITH_CJSON)
   find_package(PkgConfig REQUIRED)
   pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)
-  target_link_libraries(moe_objects PRIVATE PkgConfig::CJSON)
+  target_link_libraries(moe_objects PRIVATE $<BUILD_INTERFACE:PkgConfig::CJSON>)
   target_compile_definitions(moe_objects PRIVATE MOE_WITH_CJSON=1)
   function(_moe_link_cjson)
     foreach(_t moe moe_static)

@@ -95,7 +95,7 @@ static moeStatus_t check_silu(const reader *r, const char *key) {
 
 #define INT_KEY(key, req, def, lo, hi, dst)                  \
   do {                                                       \
-    int64_t v_;                                              \
+    int64_t v_ = 0;                                            \
     MOE_TRY(get_int(r, key, req, def, lo, hi, &v_));         \
     (dst) = v_;                                              \
   } while (0)
@@ -120,7 +120,7 @@ static moeStatus_t read_softmax_topk(const reader *r, moe_hf_config *o, int laye
   MOE_TRY(get_bool(r, "norm_topk_prob", 0, &o->cfg.norm_topk_prob));
   o->cfg.routing = moeRoutingSoftmaxTopK;
   if (qwen) { /* Qwen3MoeDecoderLayer: sparse unless in mlp_only_layers or off the step */
-    int64_t step;
+    int64_t step = 1;
     INT_KEY("decoder_sparse_step", 0, 1, 1, 1 << 20, step);
     const cJSON *only = cJSON_GetObjectItemCaseSensitive(r->root, "mlp_only_layers");
     if (!cJSON_IsArray(only)) only = NULL;
@@ -139,7 +139,7 @@ static moeStatus_t read_softmax_topk(const reader *r, moe_hf_config *o, int laye
 
 static moeStatus_t read_deepseek_v3(const reader *r, moe_hf_config *o, int layer) {
   o->family = MOE_FAMILY_DEEPSEEK_V3;
-  int64_t first_dense, freq, shared, I;
+  int64_t first_dense = 0, freq = 1, shared = 0, I = 0;
   INT_KEY("first_k_dense_replace", 0, 3, 0, 1 << 20, first_dense);
   INT_KEY("moe_layer_freq", 0, 1, 1, 1 << 20, freq);
   if (layer < first_dense)
@@ -156,10 +156,10 @@ static moeStatus_t read_deepseek_v3(const reader *r, moe_hf_config *o, int layer
   INT_KEY("topk_group", 0, 4, 1, 4096, o->cfg.topk_group);
   INT_KEY("n_shared_experts", 0, 0, 0, 64, shared);
   MOE_TRY(get_bool(r, "norm_topk_prob", 1, &o->cfg.norm_topk_prob));
-  double scale;
+  double scale = 0.0;
   MOE_TRY(get_float(r, "routed_scaling_factor", 2.5, &scale));
   o->cfg.routed_scaling_factor = (float)scale;
-  const char *scoring, *method;
+  const char *scoring = NULL, *method = NULL;
   MOE_TRY(get_string(r, "scoring_func", "sigmoid", &scoring));
   MOE_TRY(get_string(r, "topk_method", "noaux_tc", &method));
   if (strcmp(scoring, "sigmoid") != 0 || strcmp(method, "noaux_tc") != 0)
@@ -184,7 +184,7 @@ static moeStatus_t read_gpt_oss(const reader *r, moe_hf_config *o) {
                           ? "experts_per_token" : "num_experts_per_tok";
   INT_KEY(k_key, 1, 0, 1, 4096, o->cfg.top_k);
   INT_KEY("intermediate_size", 1, 0, 1, 1 << 20, o->cfg.intermediate);
-  double limit;
+  double limit = 0.0;
   MOE_TRY(get_float(r, "swiglu_limit", 7.0, &limit));
   o->cfg.routing = moeRoutingTopKSoftmax; /* with the router bias: [1c] */
   o->cfg.activation = moeActivationSwiGLUClamped;
@@ -202,10 +202,10 @@ static moeStatus_t read_root(const reader *rr, int32_t layer, moe_hf_config *o) 
   r.model_type = mt ? mt : "?";
   if (!mt) return missing(&r, "model_type");
   snprintf(o->model_type, sizeof o->model_type, "%s", mt);
-  int64_t H;
+  int64_t H = 0;
   MOE_TRY(get_int(&r, "hidden_size", 1, 0, 1, 1 << 20, &H));
   o->cfg.hidden = H;
-  int64_t L;
+  int64_t L = 0;
   MOE_TRY(get_int(&r, "num_hidden_layers", 1, 0, 1, 1 << 20, &L));
   o->num_layers = (int32_t)L;
   if (layer < 0 || layer >= L)

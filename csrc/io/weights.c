@@ -225,7 +225,7 @@ static void put(float *dst, const void *src, moeDtype_t sd, size_t n, moeDtype_t
   for (size_t i = 0; i < n; ++i) {
     float v = moe_load_f32(src, sd, i);
     if (round_to != moeFloat32) {
-      uint16_t h;
+      uint32_t h; /* room for any dtype */
       moe_store_f32(&h, round_to, 0, v);
       v = moe_load_f32(&h, round_to, 0);
     }

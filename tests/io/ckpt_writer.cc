@@ -35,7 +35,7 @@ static const char *DtypeName(moeDtype_t d) {
 }
 
 static float RoundTo(float v, moeDtype_t d) {
-  uint16_t h;
+  uint32_t h;  // room for any dtype
   if (d == moeFloat32) return v;
   moe_store_f32(&h, d, 0, v);
   return moe_load_f32(&h, d, 0);

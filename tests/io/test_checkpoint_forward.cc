@@ -89,7 +89,7 @@ TEST_P(Forward, MatchesNaiveReference) {
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::vector<float> x((size_t)(T * s.H));
   for (float &v : x) {
-    uint16_t h;
+    uint32_t h;  // room for any dtype
     v = nd(rng);
     if (s.dtype != moeFloat32) {
       moe_store_f32(&h, s.dtype, 0, v);
