@@ -117,6 +117,25 @@ static moeStatus_t load_stacked(moe_plan *p, const moe_sink *sink, void *user, s
   return moeSuccess;
 }
 
+/* dst[c * rows + r] = src[r * rs + c * cs] for elements of es bytes (any alignment): a strided
+ * transpose in 64 x 64 tiles, each element copied by a constant-size memcpy (a plain load). */
+#define GATHER_TRANSPOSE_BODY(ES)                                                           \
+  for (int64_t r0 = 0; r0 < rows; r0 += 64)                                                 \
+    for (int64_t c0 = 0; c0 < cols; c0 += 64) {                                             \
+      const int64_t r1 = r0 + 64 < rows ? r0 + 64 : rows, c1 = c0 + 64 < cols ? c0 + 64 : cols; \
+      for (int64_t r = r0; r < r1; ++r)                                                     \
+        for (int64_t c = c0; c < c1; ++c)                                                   \
+          memcpy(dst + (size_t)(c * rows + r) * (ES), src + (size_t)(r * rs + c * cs) * (ES), (ES)); \
+    }
+static void gather_transpose(uint8_t *dst, const uint8_t *src, size_t es, int64_t rows,
+                             int64_t cols, int64_t rs, int64_t cs) {
+  if (es == 2) {
+    GATHER_TRANSPOSE_BODY(2)
+  } else {
+    GATHER_TRANSPOSE_BODY(4)
+  }
+}
+
 /* gpt-oss: gate_up [E, H, 2I] with gate at even and up at odd columns, bias [E, 2I] likewise;
  * down [E, I, H], bias [E, H]. Transposed and de-interleaved into [I,H] x2, [H,I], [2I], [H]. */
 static moeStatus_t load_gpt_oss(moe_plan *p, const moe_sink *sink, void *user, slot *sl) {
@@ -138,15 +157,9 @@ static moeStatus_t load_gpt_oss(moe_plan *p, const moe_sink *sink, void *user, s
   for (int32_t e = p->begin; e < p->begin + p->count; ++e) {
     uint8_t *g = sl[SLOT_GATE].raw, *u = sl[SLOT_UP].raw, *dn = sl[SLOT_DOWN].raw;
     const uint8_t *src = elem(gu, (uint64_t)e * 2 * n);
-    for (int64_t h = 0; h < H; ++h) /* read rows of [H, 2I] in order */
-      for (int64_t i = 0; i < I; ++i) {
-        memcpy(g + (size_t)(i * H + h) * gs, src + (size_t)(h * 2 * I + 2 * i) * gs, gs);
-        memcpy(u + (size_t)(i * H + h) * gs, src + (size_t)(h * 2 * I + 2 * i + 1) * gs, gs);
-      }
-    src = elem(d, (uint64_t)e * n);
-    for (int64_t i = 0; i < I; ++i)
-      for (int64_t h = 0; h < H; ++h)
-        memcpy(dn + (size_t)(h * I + i) * ds, src + (size_t)(i * H + h) * ds, ds);
+    gather_transpose(g, src, gs, H, I, 2 * I, 2);      /* gate[i][h] = gu[h][2i] */
+    gather_transpose(u, src + gs, gs, H, I, 2 * I, 2); /* up[i][h] = gu[h][2i + 1] */
+    gather_transpose(dn, elem(d, (uint64_t)e * n), ds, I, H, H, 1); /* down[h][i] = d[i][h] */
     uint8_t *b = sl[SLOT_GATE_UP_BIAS].raw;
     src = elem(gub, (uint64_t)e * 2 * (uint64_t)I);
     for (int64_t i = 0; i < I; ++i) {
@@ -222,6 +235,10 @@ const moe_sink moe_layer_sink = {layer_router, layer_selection_bias, layer_exper
 /* ---- sink: host fp32 arrays, rounded to the layer's dtype ---------------------------------- */
 
 static void put(float *dst, const void *src, moeDtype_t sd, size_t n, moeDtype_t round_to) {
+  if (sd == round_to || round_to == moeFloat32) { /* exact: no rounding needed */
+    moe_to_f32(dst, src, sd, n);
+    return;
+  }
   for (size_t i = 0; i < n; ++i) {
     float v = moe_load_f32(src, sd, i);
     if (round_to != moeFloat32) {
