@@ -254,3 +254,60 @@ TEST(Alignment, OddHeaderLength) {
 }
 
 }  // namespace
+
+namespace {
+
+// The released gpt-oss checkpoints store experts as MXFP4 blocks + scales (U8): refused by name.
+TEST(ErrorsQuantized, GptOssMxfp4) {
+  Spec s;
+  s.family = Family::GptOss;
+  s.scheme = Scheme::GptOss;
+  TempDir dir;
+  Weights w = RandomWeights(s, 2);
+  WriteCheckpoint(dir.path, s, w);
+  std::vector<Tensor> t;
+  for (const Tensor &x : LayerTensors(s, w)) {
+    if (x.name.find("experts.gate_up_proj") != std::string::npos ||
+        x.name.find("experts.down_proj") != std::string::npos) {
+      if (x.name.find("_bias") == std::string::npos) {
+        Tensor q{x.name + "_blocks", "U8", {s.E, 2 * s.I, s.H / 2}, std::string()};
+        q.bytes.assign((size_t)(s.E * 2 * s.I * s.H / 2), '\0');
+        t.push_back(q);
+        continue;
+      }
+    }
+    t.push_back(x);
+  }
+  WriteFile(dir / "model.safetensors", Serialize(t));
+  moeCheckpointWeights_t *r = nullptr;
+  EXPECT_EQ(moeCheckpointReadWeights(dir.path.c_str(), s.layer, nullptr, &r),
+            moeErrorNotSupported);
+  EXPECT_NE(std::string(moeGetLastErrorMessage()).find("gate_up_proj_blocks"), std::string::npos)
+      << moeGetLastErrorMessage();
+  EXPECT_NE(std::string(moeGetLastErrorMessage()).find("MXFP4"), std::string::npos);
+}
+
+// DeepSeek-V3 as released: fp8 e4m3 experts; the config query already says so.
+TEST(ErrorsQuantized, DeepSeekFp8Experts) {
+  Spec s;
+  s.family = Family::DeepSeekV3;
+  TempDir dir;
+  Weights w = RandomWeights(s, 2);
+  WriteCheckpoint(dir.path, s, w);
+  std::vector<Tensor> t = LayerTensors(s, w);
+  for (Tensor &x : t)
+    if (x.name.find(".experts.") != std::string::npos) {
+      x.dtype = "F8_E4M3";
+      x.bytes.resize(x.bytes.size() / 2);
+    }
+  WriteFile(dir / "model.safetensors", Serialize(t));
+  moeLayerConfig_t cfg;
+  EXPECT_EQ(moeCheckpointConfig(dir.path.c_str(), s.layer, nullptr, &cfg), moeErrorNotSupported);
+  EXPECT_NE(std::string(moeGetLastErrorMessage())
+                .find("dtype F8_E4M3 of tensor model.layers.1.mlp.experts.0.gate_proj.weight "
+                      "not supported yet"),
+            std::string::npos)
+      << moeGetLastErrorMessage();
+}
+
+}  // namespace
