@@ -24,6 +24,8 @@ struct Case {
   moeDtype_t dtype;
   int shards;
 };
+// gtest prints parameters in test names (ctest shows them): the name, not the struct's bytes.
+void PrintTo(const Case &c, std::ostream *os) { *os << c.name; }
 
 void ExpectSameConfig(const moeLayerConfig_t &got, const moeLayerConfig_t &want) {
   EXPECT_EQ(got.size, sizeof(moeLayerConfig_t));

@@ -27,6 +27,8 @@ struct Case {
   moeDtype_t dtype;
   int shards;
 };
+// gtest prints parameters in test names (ctest shows them): the name, not the struct's bytes.
+void PrintTo(const Case &c, std::ostream *os) { *os << c.name; }
 
 class Forward : public ::testing::TestWithParam<Case> {
  protected:
