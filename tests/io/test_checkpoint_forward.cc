@@ -4,11 +4,11 @@
 
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "ckpt_writer.h"
+#include "common/test_util.h"
 #include "core/dtype.h"
 #include "moe/moe.h"
 #include "moe/moe_io.h"
@@ -16,7 +16,7 @@
 
 using namespace moe_io_test;
 
-#define IO_ASSERT_OK(expr) ASSERT_EQ((expr), moeSuccess) << moeGetLastErrorMessage()
+#define IO_ASSERT_OK MOE_ASSERT_OK
 
 namespace {
 
@@ -49,7 +49,8 @@ class Forward : public ::testing::TestWithParam<Case> {
 std::vector<float> RunLayer(moeLayer_t layer, const std::vector<float> &x, int64_t T, int64_t H,
                             moeDtype_t dt) {
   const size_t es = moe_dtype_size(dt);
-  std::vector<uint8_t> xb((size_t)(T * H) * es), yb((size_t)(T * H) * es, 0xff);  // NaN poison
+  std::vector<uint8_t> xb((size_t)(T * H) * es), yb((size_t)(T * H) * es);
+  moe_test::Poison(yb.data(), yb.size());
   for (size_t i = 0; i < x.size(); ++i) moe_store_f32(xb.data(), dt, i, x[i]);
   moeStatus_t st = moeLayerForward(layer, T, xb.data(), yb.data(), nullptr, nullptr, 0, nullptr);
   EXPECT_EQ(st, moeSuccess) << moeGetLastErrorMessage();
@@ -58,14 +59,20 @@ std::vector<float> RunLayer(moeLayer_t layer, const std::vector<float> &x, int64
   return y;
 }
 
-double RelErr(const std::vector<float> &got, const std::vector<double> &ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    num += (got[i] - ref[i]) * (got[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return std::sqrt(num / (den > 0 ? den : 1));
+// The same weights as the shared helpers' HostLayer (same layout), for moe_test::RunCpuForward.
+moe_test::HostLayer ToHostLayer(const Weights &w, const moeLayerConfig_t &cfg) {
+  moe_test::HostLayer h;
+  h.cfg = cfg;
+  h.router_weight = w.router;
+  h.router_bias = w.router_bias;
+  h.selection_bias = w.selection_bias;
+  h.gate_up = w.gate_up;
+  h.down = w.down;
+  h.gate_up_bias = w.gate_up_bias;
+  h.down_bias = w.down_bias;
+  h.shared_gate_up = w.shared_gate_up;
+  h.shared_down = w.shared_down;
+  return h;
 }
 
 TEST_P(Forward, MatchesNaiveReference) {
@@ -87,23 +94,17 @@ TEST_P(Forward, MatchesNaiveReference) {
   EXPECT_EQ(cfg.dtype, s.dtype);
 
   const int64_t T = 37;
-  std::mt19937_64 rng(5);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> x((size_t)(T * s.H));
-  for (float &v : x) {
-    uint32_t h;  // room for any dtype
-    v = nd(rng);
-    if (s.dtype != moeFloat32) {
-      moe_store_f32(&h, s.dtype, 0, v);
-      v = moe_load_f32(&h, s.dtype, 0);
-    }
-  }
+  std::vector<float> x = moe_test::RandomTokens(T, s.H, s.dtype, 5);
   std::vector<double> ref((size_t)(T * s.H));
   moeNaiveLayer naive = w.Naive();
   naive.cfg = cfg;
   ASSERT_EQ(moe_naive_forward(&naive, T, x.data(), ref.data(), nullptr), 0);
   std::vector<float> y = RunLayer(layer, x, T, s.H, s.dtype);
-  EXPECT_LE(RelErr(y, ref), s.dtype == moeFloat32 ? 1e-5 : 1e-2);
+  EXPECT_LE(moe_test::RelError(y, ref), moe_test::Tolerance(s.dtype));
+  // Loading from the checkpoint builds exactly the layer that uploading the same weights through
+  // the setters builds: bitwise the same output.
+  std::vector<float> direct = moe_test::RunCpuForward(ToHostLayer(w, cfg), x, T);
+  EXPECT_TRUE(moe_test::BitwiseEqual(y, direct));
   moeLayerDestroy(layer);
 }
 
@@ -167,7 +168,8 @@ TEST_F(ForwardErrors, DtypeOverrideCreatesAnF32Layer) {
   moeNaiveLayer naive = w.Naive();
   naive.cfg = cfg;
   ASSERT_EQ(moe_naive_forward(&naive, T, x.data(), ref.data(), nullptr), 0);
-  EXPECT_LE(RelErr(RunLayer(layer, x, T, s.H, moeFloat32), ref), 1e-5);
+  EXPECT_LE(moe_test::RelError(RunLayer(layer, x, T, s.H, moeFloat32), ref),
+            moe_test::Tolerance(moeFloat32));
   moeLayerDestroy(layer);
 }
 

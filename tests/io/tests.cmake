@@ -2,7 +2,7 @@
 # Included from tests/CMakeLists.txt.
 if(MOE_WITH_CJSON)
   file(GLOB MOE_IO_TEST_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/io/*.cc)
-  add_executable(moe_io_tests ${MOE_IO_TEST_SOURCES})
+  add_executable(moe_io_tests ${MOE_IO_TEST_SOURCES} ${CMAKE_CURRENT_SOURCE_DIR}/common/test_util.cc)
   # csrc for core/dtype.h's header-only scalar conversions (the fixture writer rounds with them).
   target_include_directories(moe_io_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}
                              ${CMAKE_CURRENT_SOURCE_DIR}/io ${PROJECT_SOURCE_DIR}/csrc)
