@@ -162,6 +162,15 @@ moeStatus_t moe_plan_open(const char *dir, int32_t layer, const moeCheckpointOpt
     return st;
   }
   p->hf.cfg.dtype = o.dtype_override ? o.dtype : p->ckpt_dtype;
+  /* A config.json the layer cannot take (n_group not dividing E, k > E, ...) fails here, with
+   * the field named, before any weight is read. */
+  st = moeLayerConfigValidate(&p->hf.cfg);
+  if (st != moeSuccess) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", moeGetLastErrorMessage());
+    moe_plan_close(p);
+    return moe_error(st, "%s/config.json gives an invalid layer %d: %s", dir, layer, msg);
+  }
   return moeSuccess;
 }
 

@@ -311,3 +311,22 @@ TEST(ErrorsQuantized, DeepSeekFp8Experts) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ErrorsConfig, InvalidLayerConfigNamesTheField) {
+  Spec s;
+  s.family = Family::DeepSeekV3;
+  TempDir dir;
+  WriteCheckpoint(dir.path, s, RandomWeights(s, 3));
+  auto keys = ConfigKeys(s);
+  keys["n_group"] = "3";  // does not divide E = 8
+  WriteFile(dir / "config.json", ConfigJson(keys));
+  moeLayerConfig_t cfg;
+  EXPECT_EQ(moeCheckpointConfig(dir.path.c_str(), s.layer, nullptr, &cfg), moeErrorInvalidConfig);
+  std::string msg = moeGetLastErrorMessage();
+  EXPECT_NE(msg.find("config.json"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("n_group"), std::string::npos) << msg;
+}
+
+}  // namespace
