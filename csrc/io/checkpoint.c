@@ -228,8 +228,8 @@ moeStatus_t moe_ckpt_get(moe_ckpt *c, const char *name, const moe_st_file **file
   MOE_TRY(open_file(c, f));
   const moe_st_tensor *t = moe_st_find(c->opened[f], name);
   if (!t)
-    return moe_error(moeErrorFormat, "%s: tensor %s not found%s%s", c->opened[f]->path, name,
-                     c->single ? "" : " although " INDEX_NAME " places it there", "");
+    return moe_error(moeErrorFormat, "%s: tensor %s not found%s", c->opened[f]->path, name,
+                     c->single ? "" : " although " INDEX_NAME " places it there");
   *file = c->opened[f];
   *tensor = t;
   return moeSuccess;

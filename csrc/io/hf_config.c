@@ -137,41 +137,56 @@ static moeStatus_t read_softmax_topk(const reader *r, moe_hf_config *o, int laye
   return check_silu(r, "hidden_act");
 }
 
-static moeStatus_t read_deepseek_v3(const reader *r, moe_hf_config *o, int layer) {
-  o->family = MOE_FAMILY_DEEPSEEK_V3;
+/* DeepSeek-V3 ("noaux_tc": sigmoid, selection bias, groups by top-2 sum) and DeepSeek-V2
+ * ("group_limited_greedy": softmax, groups by max; or "greedy": plain softmax top-k). Defaults
+ * are those of DeepseekV3Config / DeepseekV2Config. */
+static moeStatus_t read_deepseek(const reader *r, moe_hf_config *o, int layer, int v3) {
+  const char *name = v3 ? "DeepSeek-V3" : "DeepSeek-V2";
+  o->family = v3 ? MOE_FAMILY_DEEPSEEK_V3 : MOE_FAMILY_DEEPSEEK_V2;
   int64_t first_dense = 0, freq = 1, shared = 0, I = 0;
-  INT_KEY("first_k_dense_replace", 0, 3, 0, 1 << 20, first_dense);
+  INT_KEY("first_k_dense_replace", 0, v3 ? 3 : 0, 0, 1 << 20, first_dense);
   INT_KEY("moe_layer_freq", 0, 1, 1, 1 << 20, freq);
   if (layer < first_dense)
-    return moe_error(moeErrorInvalidConfig, "layer %d of DeepSeek-V3 is dense "
-                     "(first_k_dense_replace = %lld in %s)", layer, (long long)first_dense,
-                     r->path);
+    return moe_error(moeErrorInvalidConfig, "layer %d of %s is dense (first_k_dense_replace = "
+                     "%lld in %s)", layer, name, (long long)first_dense, r->path);
   if (layer % freq != 0)
-    return moe_error(moeErrorInvalidConfig, "layer %d of DeepSeek-V3 is dense "
-                     "(moe_layer_freq = %lld in %s)", layer, (long long)freq, r->path);
+    return moe_error(moeErrorInvalidConfig, "layer %d of %s is dense (moe_layer_freq = %lld in "
+                     "%s)", layer, name, (long long)freq, r->path);
   INT_KEY("n_routed_experts", 1, 0, 1, 4096, o->cfg.num_experts);
   INT_KEY("num_experts_per_tok", 1, 0, 1, 4096, o->cfg.top_k);
   INT_KEY("moe_intermediate_size", 1, 0, 1, 1 << 20, I);
-  INT_KEY("n_group", 0, 8, 1, 4096, o->cfg.n_group);
-  INT_KEY("topk_group", 0, 4, 1, 4096, o->cfg.topk_group);
-  INT_KEY("n_shared_experts", 0, 0, 0, 64, shared);
-  MOE_TRY(get_bool(r, "norm_topk_prob", 1, &o->cfg.norm_topk_prob));
+  INT_KEY("n_shared_experts", 0, v3 ? 1 : 0, 0, 64, shared);
+  MOE_TRY(get_bool(r, "norm_topk_prob", v3, &o->cfg.norm_topk_prob));
   double scale = 0.0;
-  MOE_TRY(get_float(r, "routed_scaling_factor", 2.5, &scale));
+  MOE_TRY(get_float(r, "routed_scaling_factor", v3 ? 2.5 : 1.0, &scale));
   o->cfg.routed_scaling_factor = (float)scale;
   const char *scoring = NULL, *method = NULL;
-  MOE_TRY(get_string(r, "scoring_func", "sigmoid", &scoring));
-  MOE_TRY(get_string(r, "topk_method", "noaux_tc", &method));
-  if (strcmp(scoring, "sigmoid") != 0 || strcmp(method, "noaux_tc") != 0)
+  MOE_TRY(get_string(r, "scoring_func", v3 ? "sigmoid" : "softmax", &scoring));
+  MOE_TRY(get_string(r, "topk_method", v3 ? "noaux_tc" : "greedy", &method));
+  int grouped = 1;
+  if (v3 && strcmp(scoring, "sigmoid") == 0 && strcmp(method, "noaux_tc") == 0) {
+    o->cfg.routing = moeRoutingSigmoidGroupTopK;
+    o->has_selection_bias = 1;
+  } else if (!v3 && strcmp(scoring, "softmax") == 0 &&
+             strcmp(method, "group_limited_greedy") == 0) {
+    o->cfg.routing = moeRoutingSoftmaxGroupTopK;
+  } else if (!v3 && strcmp(scoring, "softmax") == 0 && strcmp(method, "greedy") == 0) {
+    o->cfg.routing = moeRoutingSoftmaxTopK; /* V2-Lite */
+    grouped = 0;
+  } else {
     return moe_error(moeErrorNotSupported, "%s: scoring_func \"%s\" with topk_method \"%s\" not "
-                     "supported for deepseek_v3 (expected sigmoid / noaux_tc)", r->path,
-                     scoring, method);
-  o->cfg.routing = moeRoutingSigmoidGroupTopK;
+                     "supported for %s (expected %s)", r->path, scoring, method, r->model_type,
+                     v3 ? "sigmoid / noaux_tc"
+                        : "softmax / group_limited_greedy or softmax / greedy");
+  }
+  if (grouped) {
+    INT_KEY("n_group", !v3, 8, 1, 4096, o->cfg.n_group);
+    INT_KEY("topk_group", !v3, 4, 1, 4096, o->cfg.topk_group);
+  }
   o->cfg.intermediate = I;
-  /* HF builds the shared experts as ONE DeepseekV3MLP of width I * n_shared_experts. */
+  /* HF builds the shared experts as ONE MLP of width moe_intermediate_size * n_shared_experts. */
   o->cfg.num_shared_experts = shared > 0 ? 1 : 0;
   o->cfg.shared_intermediate = shared > 0 ? I * shared : 0;
-  o->has_selection_bias = 1;
   return check_silu(r, "hidden_act");
 }
 
@@ -220,10 +235,11 @@ static moeStatus_t read_root(const reader *rr, int32_t layer, moe_hf_config *o) 
   if (strcmp(mt, "mixtral") == 0) return read_mixtral(&r, o);
   if (strcmp(mt, "qwen3_moe") == 0) return read_softmax_topk(&r, o, layer, 1);
   if (strcmp(mt, "olmoe") == 0) return read_softmax_topk(&r, o, layer, 0);
-  if (strcmp(mt, "deepseek_v3") == 0) return read_deepseek_v3(&r, o, layer);
+  if (strcmp(mt, "deepseek_v3") == 0) return read_deepseek(&r, o, layer, 1);
+  if (strcmp(mt, "deepseek_v2") == 0) return read_deepseek(&r, o, layer, 0);
   if (strcmp(mt, "gpt_oss") == 0) return read_gpt_oss(&r, o);
   return moe_error(moeErrorNotSupported, "%s: model_type \"%s\" not supported (supported: "
-                   "mixtral, qwen3_moe, olmoe, deepseek_v3, gpt_oss)", r.path, mt);
+                   "mixtral, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, gpt_oss)", r.path, mt);
 }
 
 moeStatus_t moe_hf_config_read(const char *dir, int32_t layer_index, moe_hf_config *out) {

@@ -16,6 +16,7 @@ typedef enum {
   MOE_FAMILY_OLMOE = 2,
   MOE_FAMILY_DEEPSEEK_V3 = 3,
   MOE_FAMILY_GPT_OSS = 4,
+  MOE_FAMILY_DEEPSEEK_V2 = 5,
 } moe_family;
 
 typedef struct {

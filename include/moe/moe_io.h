@@ -12,10 +12,17 @@
  *   olmoe        (norm_topk_prob from config)  mlp.experts.j.{gate,up,down}_proj.weight
  *   deepseek_v3  moeRoutingSigmoidGroupTopK    as qwen3_moe, + mlp.gate.e_score_correction_bias
  *                [2a]                          + mlp.shared_experts.{gate,up,down}_proj.weight
+ *   deepseek_v2  moeRoutingSoftmaxGroupTopK    as deepseek_v3 without the selection bias
+ *                [2b] ("greedy": SoftmaxTopK)
  *   gpt_oss      moeRoutingTopKSoftmax with    mlp.router.{weight,bias}, mlp.experts.gate_up_proj
  *                router bias [1c], SwiGLU      [E, H, 2I] (gate/up interleaved: even = gate),
  *                clamped, expert biases        gate_up_proj_bias [E, 2I], down_proj [E, I, H],
  *                                              down_proj_bias [E, H]
+ *
+ * DeepSeek's n_shared_experts shared experts become ONE shared expert of width
+ * moe_intermediate_size * n_shared_experts, as transformers builds them. Layers below
+ * first_k_dense_replace (or off moe_layer_freq; Qwen3: in mlp_only_layers or off
+ * decoder_sparse_step) are dense: moeErrorInvalidConfig.
  *
  * Per layer, the loader also accepts transformers v5's stacked experts (for every family but
  * gpt_oss): mlp.experts.gate_up_proj [E, 2I, H] (gate half first) and mlp.experts.down_proj

@@ -142,6 +142,15 @@ moeLayerConfig_t ExpectedConfig(const Spec &s) {
       c.num_shared_experts = 1;        // n_shared_experts = 2 merged into one, as HF does
       c.shared_intermediate = 2 * s.I;
       break;
+    case Family::DeepSeekV2:
+      c.routing = moeRoutingSoftmaxGroupTopK;
+      c.norm_topk_prob = 0;
+      c.n_group = 4;
+      c.topk_group = 2;
+      c.routed_scaling_factor = 16.0f;
+      c.num_shared_experts = 1;
+      c.shared_intermediate = 2 * s.I;
+      break;
     case Family::GptOss:
       c.routing = moeRoutingTopKSoftmax;
       c.activation = moeActivationSwiGLUClamped;
@@ -172,8 +181,8 @@ Weights RandomWeights(const Spec &s, uint64_t seed) {
     fill(w.gate_up_bias, E * 2 * I, 0.5f, s.dtype);
     fill(w.down_bias, E * H, 0.5f, s.dtype);
   }
-  if (s.family == Family::DeepSeekV3) {
-    fill(w.selection_bias, E, 0.3f, moeFloat32);
+  if (s.family == Family::DeepSeekV3) fill(w.selection_bias, E, 0.3f, moeFloat32);
+  if (s.family == Family::DeepSeekV3 || s.family == Family::DeepSeekV2) {
     const size_t Is = (size_t)w.cfg.shared_intermediate;
     fill(w.shared_gate_up, 2 * Is * H, 2.0f * sh, s.dtype);
     fill(w.shared_down, H * Is, 1.0f / std::sqrt((float)Is), s.dtype);
@@ -231,6 +240,21 @@ std::map<std::string, std::string> ConfigKeys(const Spec &s) {
       k["first_k_dense_replace"] = num(s.first_dense);
       k["moe_layer_freq"] = "1";
       break;
+    case Family::DeepSeekV2:
+      k["model_type"] = "\"deepseek_v2\"";
+      k["n_routed_experts"] = num(s.E);
+      k["moe_intermediate_size"] = num((double)s.I);
+      k["intermediate_size"] = num((double)(5 * s.I));
+      k["n_group"] = "4";
+      k["topk_group"] = "2";
+      k["routed_scaling_factor"] = "16.0";
+      k["n_shared_experts"] = "2";
+      k["norm_topk_prob"] = "false";
+      k["scoring_func"] = "\"softmax\"";
+      k["topk_method"] = "\"group_limited_greedy\"";
+      k["first_k_dense_replace"] = num(s.first_dense);
+      k["moe_layer_freq"] = "1";
+      break;
     case Family::GptOss:
       k["model_type"] = "\"gpt_oss\"";
       k["num_local_experts"] = num(s.E);
@@ -270,9 +294,10 @@ std::vector<Tensor> LayerTensors(const Spec &s, const Weights &w) {
   } else {
     t.push_back(MakeTensor(P + "gate.weight", {E, H}, w.router.data(), d));
   }
-  if (s.family == Family::DeepSeekV3) {
+  if (s.family == Family::DeepSeekV3)
     t.push_back(MakeTensor(P + "gate.e_score_correction_bias", {E}, w.selection_bias.data(),
                            moeFloat32));
+  if (s.family == Family::DeepSeekV3 || s.family == Family::DeepSeekV2) {
     const int64_t Is = w.cfg.shared_intermediate;
     const float *sg = w.shared_gate_up.data();
     t.push_back(MakeTensor(P + "shared_experts.gate_proj.weight", {Is, H}, sg, d));

@@ -66,7 +66,7 @@ struct Weights {
   moeNaiveLayer Naive() const;
 };
 
-enum class Family { Mixtral, Qwen3Moe, Olmoe, DeepSeekV3, GptOss };
+enum class Family { Mixtral, Qwen3Moe, Olmoe, DeepSeekV3, GptOss, DeepSeekV2 };
 enum class Scheme { PerExpert, StackedV5, GptOss };
 
 struct Spec {
@@ -78,7 +78,7 @@ struct Spec {
   int32_t layer = 1, num_layers = 3;
   int shards = 1;          // 1: model.safetensors; n > 1: index + n shards (shard 0: non-experts,
                            // shards 1..n-1: contiguous blocks of experts when per-expert)
-  int32_t first_dense = 1; // DeepSeek-V3 first_k_dense_replace
+  int32_t first_dense = 1; // DeepSeek first_k_dense_replace
 };
 
 // The layer config the loader must produce for spec (routing, groups, shared, activation, ...).

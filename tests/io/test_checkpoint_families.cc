@@ -122,6 +122,7 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"OlmoeF32", Family::Olmoe, Scheme::PerExpert, moeFloat32, 1},
         Case{"DeepSeekV3Bf16", Family::DeepSeekV3, Scheme::PerExpert, moeBFloat16, 1},
         Case{"DeepSeekV3Sharded", Family::DeepSeekV3, Scheme::PerExpert, moeBFloat16, 3},
+        Case{"DeepSeekV2Bf16", Family::DeepSeekV2, Scheme::PerExpert, moeBFloat16, 2},
         Case{"GptOssBf16", Family::GptOss, Scheme::GptOss, moeBFloat16, 1},
         Case{"GptOssF32", Family::GptOss, Scheme::GptOss, moeFloat32, 1},
         Case{"MixtralV5Stacked", Family::Mixtral, Scheme::StackedV5, moeBFloat16, 1},
@@ -240,6 +241,35 @@ TEST(Io, LayerIndexOutOfRange) {
             moeErrorInvalidArgument);
   EXPECT_NE(std::string(moeGetLastErrorMessage()).find("num_hidden_layers"), std::string::npos);
   EXPECT_EQ(moeCheckpointConfig(dir.path.c_str(), -1, nullptr, &cfg), moeErrorInvalidArgument);
+}
+
+}  // namespace
+
+namespace {
+
+// DeepSeek-V2-Lite routes with topk_method "greedy": softmax top-k without groups.
+TEST(Io, DeepSeekV2LiteGreedy) {
+  Spec s;
+  s.family = Family::DeepSeekV2;
+  TempDir dir;
+  WriteCheckpoint(dir.path, s, RandomWeights(s, 6));
+  auto keys = ConfigKeys(s);
+  keys["topk_method"] = "\"greedy\"";
+  keys.erase("n_group");
+  keys.erase("topk_group");
+  keys["routed_scaling_factor"] = "1.0";
+  WriteFile(dir / "config.json", ConfigJson(keys));
+  moeLayerConfig_t cfg;
+  IO_ASSERT_OK(moeCheckpointConfig(dir.path.c_str(), s.layer, nullptr, &cfg));
+  EXPECT_EQ(cfg.routing, moeRoutingSoftmaxTopK);
+  EXPECT_EQ(cfg.n_group, 1);
+  EXPECT_EQ(cfg.norm_topk_prob, 0);
+  EXPECT_EQ(cfg.num_shared_experts, 1);
+  EXPECT_EQ(cfg.shared_intermediate, 2 * s.I);
+  keys["topk_method"] = "\"noaux_tc\"";  // V3's method with V2's softmax: refused by name
+  WriteFile(dir / "config.json", ConfigJson(keys));
+  EXPECT_EQ(moeCheckpointConfig(dir.path.c_str(), s.layer, nullptr, &cfg), moeErrorNotSupported);
+  EXPECT_NE(std::string(moeGetLastErrorMessage()).find("noaux_tc"), std::string::npos);
 }
 
 }  // namespace

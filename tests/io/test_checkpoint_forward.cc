@@ -116,6 +116,7 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"Qwen3MoeF32", Family::Qwen3Moe, Scheme::PerExpert, moeFloat32, 1},
         Case{"OlmoeBf16", Family::Olmoe, Scheme::PerExpert, moeBFloat16, 1},
         Case{"DeepSeekV3F32", Family::DeepSeekV3, Scheme::PerExpert, moeFloat32, 2},
+        Case{"DeepSeekV2F32", Family::DeepSeekV2, Scheme::PerExpert, moeFloat32, 1},
         Case{"GptOssF32", Family::GptOss, Scheme::GptOss, moeFloat32, 1},
         Case{"GptOssBf16", Family::GptOss, Scheme::GptOss, moeBFloat16, 1},
         Case{"Qwen3MoeV5StackedF32", Family::Qwen3Moe, Scheme::StackedV5, moeFloat32, 1},
