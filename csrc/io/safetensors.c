@@ -94,7 +94,7 @@ static moeStatus_t parse_entry(const moe_st_file *f, const cJSON *entry, moe_st_
                      n, ndim, MOE_ST_MAX_DIMS);
   t->ndim = ndim;
   uint64_t numel = 1;
-  int overflow = 0, d = 0;
+  int overflow = 0, zero = 0, d = 0;
   const cJSON *dim;
   cJSON_ArrayForEach(dim, shape) {
     uint64_t v;
@@ -102,10 +102,14 @@ static moeStatus_t parse_entry(const moe_st_file *f, const cJSON *entry, moe_st_
       return moe_error(moeErrorFormat,
                        "%s: tensor '%s': shape[%d] is not a non-negative integer", p, n, d);
     t->shape[d++] = (int64_t)v;
-    if (v != 0 && numel > UINT64_MAX / v) overflow = 1;
+    if (v == 0) zero = 1;
+    else if (numel > UINT64_MAX / v) overflow = 1;
     numel *= v;
   }
-  if (numel == 0) overflow = 0; /* a zero dimension makes the product 0 whatever came before */
+  if (zero) { /* a zero dimension makes the product 0 whatever came before */
+    overflow = 0;
+    numel = 0;
+  }
   if (overflow)
     return moe_error(moeErrorFormat, "%s: tensor '%s': the element count overflows 64 bits",
                      p, n);

@@ -9,6 +9,16 @@ if(MOE_WITH_CJSON)
   target_link_libraries(moe_io_tests PRIVATE moe moe_naive GTest::gtest GTest::gtest_main)
   # Label cpu: the CPU suites carry CI. `ctest -R ^io/` selects this suite alone.
   gtest_discover_tests(moe_io_tests TEST_PREFIX "io/" PROPERTIES LABELS cpu DISCOVERY_TIMEOUT 60)
+
+  # White-box tests of the reader: moe_static exposes the internal csrc/io functions.
+  add_executable(moe_io_internal_tests ${CMAKE_CURRENT_SOURCE_DIR}/io/internal/test_reader_internal.cc
+                 ${CMAKE_CURRENT_SOURCE_DIR}/io/ckpt_writer.cc)
+  target_include_directories(moe_io_internal_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/io
+                             ${PROJECT_SOURCE_DIR}/csrc)
+  target_link_libraries(moe_io_internal_tests PRIVATE moe_static moe_naive GTest::gtest
+                        GTest::gtest_main)
+  gtest_discover_tests(moe_io_internal_tests TEST_PREFIX "io/" PROPERTIES LABELS cpu
+                       DISCOVERY_TIMEOUT 60)
 endif()
 
 # libFuzzer target for the safetensors header parser: clang only, -DMOE_BUILD_FUZZERS=ON.
