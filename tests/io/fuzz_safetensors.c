@@ -20,6 +20,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (size_t i = 0; i < f->count; ++i) {
     const moe_st_tensor *t = &f->tensors[i];
     if (t->begin > t->end || t->end > f->data_size) __builtin_trap();
+    /* The shape's element count, recomputed with overflow checks, is what the parser kept. */
+    uint64_t numel = 1;
+    int zero = 0, wrapped = 0;
+    for (int32_t d = 0; d < t->ndim; ++d) {
+      if (t->shape[d] < 0) __builtin_trap();
+      if (t->shape[d] == 0) zero = 1;
+      else wrapped |= __builtin_mul_overflow(numel, (uint64_t)t->shape[d], &numel);
+    }
+    if (zero) numel = 0;
+    else if (wrapped) __builtin_trap();
+    if (numel != t->numel) __builtin_trap();
     if (t->end > t->begin) sink ^= t->data[0] ^ t->data[t->end - t->begin - 1];
     if (moe_st_find(f, t->name) != t) __builtin_trap();
     int64_t shape[MOE_ST_MAX_DIMS];
