@@ -19,6 +19,7 @@
 #include "io/checkpoint.h"
 #include "io/hf_config.h"
 #include "io/loader.h"
+#include "layer/layer.h"
 #include "layer/layer_internal.h"
 
 /* ---- the plan: config, files, naming scheme, expert range ---------------------------------- */
@@ -213,6 +214,60 @@ moeStatus_t moeLayerCreateFromCheckpoint(moeLayer_t *layer, moeContext_t ctx, co
   return moeSuccess;
 }
 
+/* Fields of the caller's layer config that must equal the checkpoint's (dtype may differ: the
+ * setters convert). Returns moeSuccess or InvalidArgument naming the first that differs. */
+static moeStatus_t same_shape(const moeLayerConfig_t *a, const moeLayerConfig_t *b,
+                              const char *dir, int32_t layer) {
+#define SAME(field, fmt, cast)                                                                 \
+  if (a->field != b->field)                                                                    \
+    return moe_error(moeErrorInvalidArgument, "the layer's " #field " = " fmt " but layer %d of " \
+                     "%s has " fmt, (cast)a->field, layer, dir, (cast)b->field);
+  SAME(hidden, "%lld", long long)
+  SAME(intermediate, "%lld", long long)
+  SAME(num_experts, "%d", int)
+  SAME(top_k, "%d", int)
+  SAME(routing, "%d", int)
+  SAME(norm_topk_prob, "%d", int)
+  SAME(n_group, "%d", int)
+  SAME(topk_group, "%d", int)
+  SAME(routed_scaling_factor, "%g", double)
+  SAME(activation, "%d", int)
+  SAME(swiglu_limit, "%g", double)
+  SAME(expert_bias, "%d", int)
+  SAME(num_heads, "%d", int)
+  SAME(num_shared_experts, "%d", int)
+  if (a->num_shared_experts > 0) SAME(shared_intermediate, "%lld", long long)
+#undef SAME
+  return moeSuccess;
+}
+
+moeStatus_t moeLayerLoadCheckpoint(moeLayer_t layer, const char *dir, int32_t layer_index,
+                                   const moeCheckpointOptions_t *opts) {
+  moe_clear_error();
+  MOE_CHECK_NOT_NULL(layer);
+  moeCheckpointOptions_t o;
+  MOE_TRY(read_opts(opts, &o));
+  /* Default range: the experts the layer holds. An explicit range must lie inside them. */
+  const int32_t lb = layer->expert_begin, le = layer->expert_begin + layer->E_local;
+  if (o.expert_begin == 0 && o.expert_count == -1) {
+    o.expert_begin = lb;
+    o.expert_count = layer->E_local;
+  } else {
+    const int32_t e = o.expert_count == -1 ? layer->cfg.num_experts : o.expert_begin + o.expert_count;
+    if (o.expert_begin < lb || e > le)
+      return moe_error(moeErrorInvalidArgument, "experts [%d, %d) asked for, but the layer holds "
+                       "experts [%d, %d)", o.expert_begin, e, lb, le);
+  }
+  o.dtype_override = 1; /* the layer's dtype is already chosen; don't touch it */
+  o.dtype = layer->cfg.dtype;
+  moe_plan p;
+  MOE_TRY(moe_plan_open(dir, layer_index, &o, &p));
+  moeStatus_t st = same_shape(&layer->cfg, &p.hf.cfg, dir, layer_index);
+  if (st == moeSuccess) st = moe_load_weights(&p, &moe_layer_sink, layer);
+  moe_plan_close(&p);
+  return st;
+}
+
 moeStatus_t moeCheckpointWeightsDestroy(moeCheckpointWeights_t *w) {
   if (!w) return moeSuccess;
   free(w->router_weight);
@@ -297,6 +352,11 @@ moeStatus_t moeCheckpointReadWeights(const char *dir, int32_t layer_index,
                                      moeCheckpointWeights_t **weights) {
   moe_clear_error();
   if (weights) *weights = NULL;
+  return NO_CJSON;
+}
+moeStatus_t moeLayerLoadCheckpoint(moeLayer_t layer, const char *dir, int32_t layer_index,
+                                   const moeCheckpointOptions_t *opts) {
+  moe_clear_error();
   return NO_CJSON;
 }
 moeStatus_t moeCheckpointWeightsDestroy(moeCheckpointWeights_t *weights) {

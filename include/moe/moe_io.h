@@ -85,10 +85,22 @@ MOE_API moeStatus_t moeLayerCreateFromCheckpoint(moeLayer_t *layer, moeContext_t
                                                  const char *dir, int32_t layer_index,
                                                  const moeCheckpointOptions_t *opts);
 
+/* Sets the weights of a layer the caller created (e.g. an expert-parallel layer holding a local
+ * expert range) from MoE layer layer_index of a checkpoint. The layer's configuration must match
+ * the checkpoint's (sizes, routing, groups, scaling, activation, biases, shared experts); its
+ * dtype may differ (weights are converted). opts: dtype fields are ignored; the expert range
+ * defaults to the experts the layer holds, and an explicit one must lie inside them.
+ * Returns: moeErrorInvalidArgument (a config field that differs, named), and as
+ *          moeLayerCreateFromCheckpoint. On failure some weights may already be set. */
+MOE_API moeStatus_t moeLayerLoadCheckpoint(moeLayer_t layer, const char *dir,
+                                           int32_t layer_index,
+                                           const moeCheckpointOptions_t *opts);
+
 /* One layer's weights on the host as fp32, rounded to config.dtype (what a layer of that dtype
  * holds), in libmoe's layout; the shapes of moeNaiveLayer (tests/reference/naive_moe.h), so
  * that a reference or a check can run on a checkpoint. Experts are those of the range:
- * expert_count of them starting at global expert expert_begin. */
+ * expert_count of them starting at global expert expert_begin. fp32 copies of every expert of a
+ * large layer are big (DeepSeek-V3: 45 GB): narrow the range for checks on such models. */
 typedef struct {
   moeLayerConfig_t config;
   int32_t expert_begin, expert_count;

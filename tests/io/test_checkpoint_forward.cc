@@ -199,3 +199,60 @@ TEST_F(ForwardErrors, ExpertRangeCreatesALocalLayer) {
 }
 
 }  // namespace
+
+namespace {
+
+// Loading into a layer the caller created: same output as creating it from the checkpoint.
+TEST_F(ForwardErrors, LoadIntoACallersLayer) {
+  Spec s;
+  s.family = Family::GptOss;
+  s.scheme = Scheme::GptOss;
+  s.dtype = moeBFloat16;
+  TempDir dir;
+  Weights w = RandomWeights(s, 12);
+  WriteCheckpoint(dir.path, s, w);
+  moeLayerConfig_t cfg;
+  IO_ASSERT_OK(moeCheckpointConfig(dir.path.c_str(), s.layer, nullptr, &cfg));
+  cfg.dtype = moeFloat32;  // the caller's choice; the weights are converted
+  moeLayer_t layer = nullptr;
+  IO_ASSERT_OK(moeLayerCreate(&layer, ctx, &cfg));
+  IO_ASSERT_OK(moeLayerLoadCheckpoint(layer, dir.path.c_str(), s.layer, nullptr));
+  const int64_t T = 9;
+  std::vector<float> x = moe_test::RandomTokens(T, s.H, moeFloat32, 8);
+  std::vector<float> direct = moe_test::RunCpuForward(ToHostLayer(w, cfg), x, T);
+  EXPECT_TRUE(moe_test::BitwiseEqual(RunLayer(layer, x, T, s.H, moeFloat32), direct));
+  moeLayerDestroy(layer);
+
+  moeLayerConfig_t other = cfg;
+  other.top_k = 1;
+  IO_ASSERT_OK(moeLayerCreate(&layer, ctx, &other));
+  EXPECT_EQ(moeLayerLoadCheckpoint(layer, dir.path.c_str(), s.layer, nullptr),
+            moeErrorInvalidArgument);
+  EXPECT_NE(std::string(moeGetLastErrorMessage()).find("top_k = 1"), std::string::npos)
+      << moeGetLastErrorMessage();
+  EXPECT_EQ(moeLayerLoadCheckpoint(nullptr, dir.path.c_str(), s.layer, nullptr),
+            moeErrorInvalidArgument);
+  moeLayerDestroy(layer);
+}
+
+// A local (expert-parallel) layer loads its own range by default and refuses experts it lacks.
+TEST_F(ForwardErrors, LoadIntoALocalLayer) {
+  Spec s;
+  s.dtype = moeFloat32;
+  TempDir dir;
+  WriteCheckpoint(dir.path, s, RandomWeights(s, 13));
+  moeCheckpointOptions_t o = MOE_CHECKPOINT_OPTIONS_INIT;
+  o.expert_begin = 4;
+  o.expert_count = 4;
+  moeLayer_t layer = nullptr;
+  IO_ASSERT_OK(moeLayerCreateFromCheckpoint(&layer, ctx, dir.path.c_str(), s.layer, &o));
+  IO_ASSERT_OK(moeLayerLoadCheckpoint(layer, dir.path.c_str(), s.layer, nullptr));
+  o.expert_begin = 3;
+  o.expert_count = 2;
+  EXPECT_EQ(moeLayerLoadCheckpoint(layer, dir.path.c_str(), s.layer, &o), moeErrorInvalidArgument);
+  EXPECT_NE(std::string(moeGetLastErrorMessage()).find("holds experts [4, 8)"), std::string::npos)
+      << moeGetLastErrorMessage();
+  moeLayerDestroy(layer);
+}
+
+}  // namespace
