@@ -229,6 +229,14 @@ TEST(Io, BadExpertRangeIsInvalidArgument) {
   EXPECT_EQ(moeCheckpointConfig(dir.path.c_str(), s.layer, &o, &cfg), moeErrorInvalidArgument);
   EXPECT_EQ(moeCheckpointConfig(dir.path.c_str(), s.layer, nullptr, nullptr),
             moeErrorInvalidArgument);
+  EXPECT_EQ(moeCheckpointConfig(nullptr, s.layer, nullptr, &cfg), moeErrorInvalidArgument);
+  moeCheckpointOptions_t bad = MOE_CHECKPOINT_OPTIONS_INIT;
+  bad.size = 0;  // not started from the INIT macro
+  EXPECT_EQ(moeCheckpointConfig(dir.path.c_str(), s.layer, &bad, &cfg), moeErrorInvalidArgument);
+  bad = MOE_CHECKPOINT_OPTIONS_INIT;
+  bad.dtype_override = 1;
+  bad.dtype = (moeDtype_t)7;
+  EXPECT_EQ(moeCheckpointConfig(dir.path.c_str(), s.layer, &bad, &cfg), moeErrorInvalidArgument);
   EXPECT_EQ(moeCheckpointWeightsDestroy(nullptr), moeSuccess);
 }
 
