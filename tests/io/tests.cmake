@@ -2,6 +2,9 @@
 # Included from tests/CMakeLists.txt.
 if(MOE_WITH_CJSON)
   file(GLOB MOE_IO_TEST_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/io/*.cc)
+  if(MOE_WITH_MPI)  # the EP engine (and its loopback communicator) is built with MPI
+    list(APPEND MOE_IO_TEST_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/io/ep/test_checkpoint_ep.cc)
+  endif()
   add_executable(moe_io_tests ${MOE_IO_TEST_SOURCES} ${CMAKE_CURRENT_SOURCE_DIR}/common/test_util.cc)
   # csrc for core/dtype.h's header-only scalar conversions (the fixture writer rounds with them).
   target_include_directories(moe_io_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}
