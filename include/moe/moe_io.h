@@ -29,6 +29,13 @@
  * [E, H, I]. Tensors in F32, F16 or BF16 load; other dtypes (F8_E4M3 with block scales, MXFP4
  * blocks) give moeErrorNotSupported naming the dtype and the tensor.
  *
+ * Typical use:
+ *   one process    moeLayerCreateFromCheckpoint(&layer, ctx, dir, N, NULL)
+ *   expert para-   moeCheckpointConfig(dir, N, NULL, &cfg); moeEpLayerCreate(&ep, comm, &cfg, NULL);
+ *   llelism        moeEpLayerGetLocalLayer(ep, &local); moeLayerLoadCheckpoint(local, dir, N, NULL)
+ *                  (each rank reads only its experts' tensors and opens only their shards)
+ *   checks         moeCheckpointReadWeights(dir, N, &opts, &w): fp32 host copies for a reference
+ *
  * Errors: moeErrorIo (a file cannot be opened or mapped), moeErrorFormat (malformed file,
  * missing tensor or config key, shape that config.json contradicts), moeErrorInvalidConfig (the
  * layer asked for is not an MoE layer), moeErrorNotSupported (a family or dtype not handled yet).
