@@ -125,7 +125,7 @@ static void fill_env(benchEnv *env, cudaStream_t s) {
   cudaDriverGetVersion(&drv);
   cudaRuntimeGetVersion(&rt);
   snprintf(env->mode, sizeof env->mode, "cuda");
-  snprintf(env->device, sizeof env->device, "%.96s (sm_%d%d, %d SMs)", prop.name, prop.major,
+  snprintf(env->device, sizeof env->device, "%.96s (sm_%d%d; %d SMs)", prop.name, prop.major,
            prop.minor, prop.multiProcessorCount);
   snprintf(env->driver, sizeof env->driver, "CUDA %d.%d", drv / 1000, drv % 1000 / 10);
   snprintf(env->runtime, sizeof env->runtime, "%d.%d", rt / 1000, rt % 1000 / 10);

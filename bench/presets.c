@@ -91,7 +91,7 @@ static const char *routing_label(const benchPreset *p) {
 
 void bench_preset_print_table(void) {
   printf("%-16s %-16s %5s %6s %6s %4s %2s %-9s %-6s %5s %-30s %9s %8s\n", "preset", "model",
-         "sec", "H", "I", "E", "k", "shared", "groups", "scale", "routing", "params", "active");
+         "sec", "H", "I", "E", "k", "shared", "groups", "rsf", "routing", "params", "active");
   for (int i = 0; i < bench_preset_count(); ++i) {
     const benchPreset *p = &kPresets[i];
     char shared[16] = "-", groups[16] = "-", scaling[16] = "-";
@@ -110,6 +110,6 @@ void bench_preset_print_table(void) {
            active / 1e9);
   }
   printf("\nparams / active: parameters of ONE MoE layer (routed + shared experts + router) and "
-         "those one token reads.\nscale: routed_scaling_factor. Sections refer to "
+         "those one token reads.\nrsf: routed_scaling_factor. Sections refer to "
          "docs/ROUTING.md. gpt-oss also uses the clamped SwiGLU and expert biases.\n");
 }

@@ -212,13 +212,17 @@ static int write_csv(const benchReport *rep, const char *path) {
   FILE *f = fopen(path, "w");
   if (!f) return 1;
   const benchEnv *e = &rep->env;
+  char device[sizeof e->device];
+  snprintf(device, sizeof device, "%s", e->device);
+  for (char *c = device; *c; ++c)
+    if (*c == ',' || *c == '"') *c = ';'; /* keep every field free of separators */
   fputs("commit,device,preset,backend,dtype,routing,scale,T,H,I,E,K,shared,heads,iters,cuda_graph,"
         "median_us,min_us,max_us,route_us,permute_us,experts_us,shared_us,combine_us,tokens_per_s,"
         "flops,min_bytes,experts_hit,flops_per_s,bytes_per_s,roofline_floor_us,roofline_fraction,"
         "check,rel_frobenius\n", f);
   for (int i = 0; i < rep->num_rows; ++i) {
     const benchRow *r = &rep->rows[i];
-    fprintf(f, "%s,\"%s\",%s,%s,%s,%s,%d,%lld,%lld,%lld,%d,%d,%d,%d,%d,%d", e->commit, e->device,
+    fprintf(f, "%s,%s,%s,%s,%s,%s,%d,%lld,%lld,%lld,%d,%d,%d,%d,%d,%d", e->commit, device,
             r->preset, r->backend, r->dtype, r->routing, r->scale, (long long)r->T,
             (long long)r->H, (long long)r->I, r->E, r->K, r->S, r->heads, r->iters, r->graph);
     csv_num(f, r->median_us); csv_num(f, r->min_us); csv_num(f, r->max_us);

@@ -44,7 +44,7 @@ void bench_print_roofline_table(FILE *f, double bw, double rate, int markdown) {
   static const int64_t Ts[3] = {1, 8, 64};
   const char *sep = markdown ? " | " : "  ";
   if (markdown)
-    fprintf(f, "| preset | MB hit T=1 | floor us | MB hit T=8 | floor us | MB hit T=64 | floor us "
+    fprintf(f, "| preset | min MB T=1 | floor us | min MB T=8 | floor us | min MB T=64 | floor us "
                "| GFLOP T=4096 | floor us | bound |\n|---|---|---|---|---|---|---|---|---|---|\n");
   else
     fprintf(f, "%-16s  %10s  %8s  %10s  %8s  %11s  %8s  %12s  %8s  %s\n", "preset", "MB T=1", "us",
