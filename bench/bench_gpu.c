@@ -244,9 +244,24 @@ static void bench_one(const benchOptions *opt, benchReport *rep, const benchPres
                        p->name, (long long)T);
   row.graph = graphs;
 
+  /* Warm-up, timed as a whole: it sizes the automatic iteration count so that one T takes
+   * about 2 s of replays (10..200), whatever the speed of the backend. */
   const int warmup = opt->warmup_set ? opt->warmup : 10;
-  const int iters = opt->iters > 0 ? opt->iters : 100;
+  cudaEvent_t w0, w1;
+  CU(cudaEventCreate(&w0));
+  CU(cudaEventCreate(&w1));
+  CU(cudaEventRecord(w0, s));
   for (int i = 0; i < warmup; ++i) launch(layer, T, &g, i % g.nbuf, graphs, ws, wsb, s);
+  CU(cudaEventRecord(w1, s));
+  CU(cudaStreamSynchronize(s));
+  double per_us = warmup > 0 ? event_ms(w0, w1) * 1e3 / warmup : 0.0;
+  cudaEventDestroy(w0);
+  cudaEventDestroy(w1);
+  int iters = opt->iters;
+  if (iters <= 0) {
+    iters = per_us > 0 ? (int)(2e6 / per_us) : 100;
+    iters = iters < 10 ? 10 : iters > 200 ? 200 : iters;
+  }
   cudaEvent_t *ev = bench_xmalloc((size_t)(2 * iters) * sizeof(cudaEvent_t));
   for (int i = 0; i < 2 * iters; ++i) CU(cudaEventCreate(&ev[i]));
   for (int i = 0; i < iters; ++i) {

@@ -11,10 +11,15 @@
 # Environment (defaults fit ~8 minutes of an H100):
 #   MOE_BENCH_TOKENS   token counts of the sweep            [1,8,64,256,1024,4096,16384]
 #   MOE_BENCH_PRESETS  presets, space-separated             [all of moe-bench --list]
-#   MOE_BENCH_ITERS    timed replays per T                  [50]
-#   MOE_BENCH_BUDGET_S stop starting presets after this many seconds of the whole script [420]
+#   MOE_BENCH_ITERS    timed replays per T                  [moe-bench's automatic: ~2 s per T]
+#   MOE_BENCH_CHECK_TOKENS  tokens per T checked against the naive double reference; 0 = no
+#                      --check                              [2]
+#   MOE_GPU_CHECK_DEADLINE_S  the whole script's time limit: each step's timeout is cut to what
+#                      is left, later steps are skipped (and say so) when it is spent [470]
 #   MOE_CUDA_ARCHS     CMAKE_CUDA_ARCHITECTURES             [the project's default]
 #   MOE_SANITIZER_FILTER  --gtest_filter for the sanitizer runs            [*]
+#   MOE_CMAKE_ARGS     extra configure arguments (word-split), e.g. -DMOE_WITH_MPI=OFF
+#   MOE_BENCH_BACKEND  moe-bench --backend                  [cuda]
 #   BUILD_DIR          build directory                      [build]
 #   JOBS               build parallelism                    [16]
 set -uo pipefail
@@ -25,8 +30,16 @@ elapsed() { echo $(($(date +%s) - start)); }
 build="${BUILD_DIR:-build}"
 jobs="${JOBS:-16}"
 tokens="${MOE_BENCH_TOKENS:-1,8,64,256,1024,4096,16384}"
-iters="${MOE_BENCH_ITERS:-50}"
-budget="${MOE_BENCH_BUDGET_S:-420}"
+iters="${MOE_BENCH_ITERS:-}"
+check_tokens="${MOE_BENCH_CHECK_TOKENS:-2}"
+bench_args=()
+[ -n "$iters" ] && bench_args+=(--iters "$iters")
+if [ "$check_tokens" -gt 0 ] 2>/dev/null; then
+  bench_args+=(--check --check-tokens "$check_tokens")
+fi
+deadline="${MOE_GPU_CHECK_DEADLINE_S:-470}"
+# Seconds a step may take: its own cap, or what is left before the deadline if less.
+cap() { local left=$((deadline - $(elapsed))); [ "$1" -lt "$left" ] && echo "$1" || echo "$left"; }
 filter="${MOE_SANITIZER_FILTER:-*}"
 commit="${MOE_BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 export MOE_BENCH_COMMIT="$commit"
@@ -56,7 +69,7 @@ fence() { printf '```\n' >>"$md"; cat "$1" >>"$md"; printf '```\n' >>"$md"; }
   echo "- GPU: $gpu_name, driver $driver"
   echo "- nvcc: $(nvcc --version 2>/dev/null | tail -1 || echo 'not found')"
   echo "- host: $(uname -srm), $(nproc) cores"
-  echo "- sweep: T = $tokens, $iters replays per T, every preset at full size, bf16"
+  echo "- sweep: T = $tokens, every preset at full size, bf16, moe-bench ${bench_args[*]}"
 } >"$md"
 section "nvidia-smi"
 nvidia-smi >"$work/smi.txt" 2>&1
@@ -67,12 +80,14 @@ status_build="FAIL"
 tests_built="yes"
 cmake_args=(-S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA=ON)
 [ -n "${MOE_CUDA_ARCHS:-}" ] && cmake_args+=("-DCMAKE_CUDA_ARCHITECTURES=$MOE_CUDA_ARCHS")
+# shellcheck disable=SC2206
+[ -n "${MOE_CMAKE_ARGS:-}" ] && cmake_args+=(${MOE_CMAKE_ARGS})
 if ! cmake "${cmake_args[@]}" >"$work/configure.txt" 2>&1; then
   # The usual cause on a bare GPU image: no GoogleTest. Build the library and moe-bench anyway.
   tests_built="no (configure with tests failed; see log)"
   cmake "${cmake_args[@]}" -DMOE_BUILD_TESTS=OFF >>"$work/configure.txt" 2>&1
 fi
-if timeout 300 cmake --build "$build" -j "$jobs" >"$work/build.txt" 2>&1; then
+if timeout "$(cap 300)" cmake --build "$build" -j "$jobs" >"$work/build.txt" 2>&1; then
   status_build="ok ($(elapsed) s)"
 fi
 section "Build: $status_build (tests built: $tests_built)"
@@ -85,11 +100,12 @@ fence "$work/build_diag.txt"
 
 # ---- ctest -----------------------------------------------------------------------------------
 status_ctest="not run"
-if [ "$tests_built" = yes ] && [ -d "$build" ]; then
-  timeout 240 ctest --test-dir "$build" --output-on-failure -j 4 >"$work/ctest.txt" 2>&1
+if [ "$tests_built" = yes ] && [ -d "$build" ] && [ "$(cap 120)" -gt 10 ]; then
+  limit=$(cap 120)
+  timeout "$limit" ctest --test-dir "$build" --output-on-failure -j 4 >"$work/ctest.txt" 2>&1
   rc=$?
   status_ctest=$(grep -E "tests passed|tests failed" "$work/ctest.txt" | tail -1)
-  [ $rc -eq 124 ] && status_ctest="TIMEOUT after 240 s; $status_ctest"
+  [ $rc -eq 124 ] && status_ctest="TIMEOUT after $limit s; $status_ctest"
   [ -z "$status_ctest" ] && status_ctest="rc $rc"
   section "ctest: $status_ctest"
   { grep -E "tests passed|tests failed|\*\*\*Failed|\*\*\*Skipped|Not Run|Timeout|SKIPPED" "$work/ctest.txt" | head -60
@@ -103,14 +119,20 @@ status_racecheck="not run"
 gpu_tests="$build/tests/moe_gpu_tests"
 if [ -x "$gpu_tests" ] && command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
-    timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 99 "$gpu_tests" \
+    limit=$(cap 90)
+    if [ "$limit" -le 10 ]; then
+      s="not run: the time budget was spent"
+      [ $tool = memcheck ] && status_memcheck="$s" || status_racecheck="$s"
+      continue
+    fi
+    timeout "$limit" compute-sanitizer --tool "$tool" --error-exitcode 99 "$gpu_tests" \
       --gtest_filter="$filter" --gtest_brief=1 >"$work/$tool.txt" 2>&1
     rc=$?
     summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$work/$tool.txt" | tail -1)
     case $rc in
       0) s="clean: ${summary:-no summary line}" ;;
       99) s="ERRORS: $summary" ;;
-      124) s="TIMEOUT after 150 s: ${summary:-no summary}" ;;
+      124) s="TIMEOUT after $limit s: ${summary:-no summary}" ;;
       *) s="rc $rc: ${summary:-no summary line}" ;;
     esac
     [ $tool = memcheck ] && status_memcheck="$s" || status_racecheck="$s"
@@ -138,19 +160,19 @@ bench_skipped=""
 jsons=()
 if [ -x "$bench" ]; then
   for p in $presets; do
-    if [ "$(elapsed)" -ge "$budget" ]; then
+    if [ "$(cap 150)" -le 15 ]; then
       bench_skipped="$bench_skipped $p"
       continue
     fi
-    timeout 180 "$bench" --backend cuda --preset "$p" --tokens "$tokens" --iters "$iters" \
-      --json "$work/$p.json" --csv "$work/$p.csv" >"$work/$p.txt" 2>&1
+    timeout "$(cap 150)" "$bench" --backend "${MOE_BENCH_BACKEND:-cuda}" --preset "$p" --tokens "$tokens" \
+      "${bench_args[@]}" --json "$work/$p.json" --csv "$work/$p.csv" >"$work/$p.txt" 2>&1
     rc=$?
     echo "### $p (rc $rc)" >>"$md"
     fence "$work/$p.txt"
     [ -s "$work/$p.json" ] && jsons+=("$work/$p.json")
     bench_done="$bench_done $p"
   done
-  [ -n "$bench_skipped" ] && echo "Not run (time budget of ${budget} s spent):$bench_skipped" >>"$md"
+  [ -n "$bench_skipped" ] && echo "Not run (the ${deadline} s budget was spent):$bench_skipped" >>"$md"
 else
   echo "moe-bench was not built." >>"$md"
 fi
@@ -175,13 +197,14 @@ fi
   echo "| memcheck | $status_memcheck |"
   echo "| racecheck | $status_racecheck |"
   echo "| bench presets run |${bench_done:- none} |"
+  [ -n "$bench_skipped" ] && echo "| bench presets skipped (time) |$bench_skipped |"
   echo
   echo "median us per forward (%roofline floor) by T:"
   echo
   cat "$work"/*.csv 2>/dev/null | awk -F, '
     $1 == "commit" { next }
     { key = $3; if (!(key in seen)) { seen[key] = 1; order[n++] = key }
-      ts[$8] = 1; cell[key, $8] = sprintf("%.0f (%s%%)", $17, $32 == "" ? "-" : sprintf("%.0f", 100 * $32)) }
+      ts[$8] = 1; cell[key, $8] = sprintf("%.0f (%s)", $17, $32 == "" ? "-" : sprintf("%.0f%%", 100 * $32)) }
     END {
       m = 0; for (t in ts) tl[m++] = t + 0
       for (i = 0; i < m; i++) for (j = i + 1; j < m; j++) if (tl[j] < tl[i]) { x = tl[i]; tl[i] = tl[j]; tl[j] = x }

@@ -7,6 +7,8 @@
 
 #include "moe/moe.h"
 
+int bench_report_write_files(const benchReport *rep);
+
 void bench_report_init(benchReport *rep, const benchOptions *opt) {
   memset(rep, 0, sizeof *rep);
   rep->opt = opt;
@@ -104,6 +106,8 @@ void bench_report_add(benchReport *rep, const benchRow *row) {
            s[moeStatExpertsPerToken], (long long)row->dropped_total);
   }
   fflush(stdout);
+  /* Files are rewritten after every row, so a run cut short (a time limit) keeps its results. */
+  bench_report_write_files(rep);
 }
 
 /* ---- files -------------------------------------------------------------------------------- */
