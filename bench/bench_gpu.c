@@ -262,8 +262,9 @@ static void bench_one(const benchOptions *opt, benchReport *rep, const benchPres
     iters = per_us > 0 ? (int)(2e6 / per_us) : 100;
     iters = iters < 10 ? 10 : iters > 200 ? 200 : iters;
   }
-  cudaEvent_t *ev = bench_xmalloc((size_t)(2 * iters) * sizeof(cudaEvent_t));
-  for (int i = 0; i < 2 * iters; ++i) CU(cudaEventCreate(&ev[i]));
+  const int nev = 2 * iters > BENCH_NUM_STAGES + 1 ? 2 * iters : BENCH_NUM_STAGES + 1;
+  cudaEvent_t *ev = bench_xmalloc((size_t)nev * sizeof(cudaEvent_t));
+  for (int i = 0; i < nev; ++i) CU(cudaEventCreate(&ev[i]));
   for (int i = 0; i < iters; ++i) {
     CU(cudaEventRecord(ev[2 * i], s));
     launch(layer, T, &g, i % g.nbuf, graphs, ws, wsb, s);
@@ -360,7 +361,7 @@ static void bench_one(const benchOptions *opt, benchReport *rep, const benchPres
     free(hst);
   }
 
-  for (int i = 0; i < 2 * iters; ++i) cudaEventDestroy(ev[i]);
+  for (int i = 0; i < nev; ++i) cudaEventDestroy(ev[i]);
   free(ev);
   free(t);
   free(x0);

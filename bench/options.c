@@ -211,7 +211,8 @@ int bench_parse_options(int argc, char **argv, benchOptions *o) {
       for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
         if (o->num_tokens >= BENCH_MAX_TOKENS) return usage_error("at most 32 token counts%s%s", "", "");
         if (parse_i64(tok, 1, (int64_t)1 << 24, &o->tokens[o->num_tokens]))
-          BAD("--tokens (integers in [1, 16777216], comma-separated)");
+          return usage_error("invalid token count '%s' in --tokens %s (integers in [1, 16777216], "
+                             "comma-separated)", tok, val);
         o->num_tokens++;
       }
       if (o->num_tokens == 0) BAD("--tokens");
