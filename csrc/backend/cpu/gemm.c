@@ -1,0 +1,121 @@
+/* Dense fp32 kernels of the CPU backend: the canonical dot product and a register-blocked
+ * C = A B^T that reproduces it bit for bit for every element, so that a result never depends on
+ * where an element falls in a block, on the thread count, or on the vector width the compiler
+ * picks (lanes are explicit; ISO C mode compiles with -ffp-contract=off, so no FMA contraction).
+ *
+ * Canonical order of dot(a, b, n): lane l in [0, 8) accumulates a[k] * b[k] for k = l (mod 8)
+ * over the multiple-of-8 prefix in increasing k; the lanes are added ((0+1)+(2+3))+((4+5)+(6+7));
+ * then the tail elements are added in increasing k. */
+#include "backend/cpu/cpu_internal.h"
+
+#define LANES 8
+#define MR_MAX 4
+#define NR_MAX 4
+
+static inline float lane_sum(const float *acc) {
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+float moe_cpu_dot(const float *a, const float *b, int64_t n) {
+  float acc[LANES] = {0};
+  int64_t n8 = n & ~(int64_t)(LANES - 1), k;
+  for (k = 0; k < n8; k += LANES)
+    for (int l = 0; l < LANES; ++l) acc[l] += a[k + l] * b[k + l];
+  float s = lane_sum(acc);
+  for (; k < n; ++k) s += a[k] * b[k];
+  return s;
+}
+
+/* mr x nr block of C, mr <= MR_MAX, nr <= NR_MAX, compile-time constants after inlining. */
+static inline __attribute__((always_inline)) void kernel(const int mr, const int nr,
+                                                          const float *restrict A, int64_t lda,
+                                                          const float *restrict B, int64_t ldb,
+                                                          int64_t kd, float *restrict C,
+                                                          int64_t ldc) {
+  float acc[MR_MAX][NR_MAX][LANES];
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j)
+      for (int l = 0; l < LANES; ++l) acc[i][j][l] = 0.0f;
+  const int64_t k8 = kd & ~(int64_t)(LANES - 1);
+  for (int64_t k = 0; k < k8; k += LANES) {
+    for (int i = 0; i < mr; ++i) {
+      const float *a = A + i * lda + k;
+      for (int j = 0; j < nr; ++j) {
+        const float *b = B + j * ldb + k;
+        for (int l = 0; l < LANES; ++l) acc[i][j][l] += a[l] * b[l];
+      }
+    }
+  }
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j) {
+      float s = lane_sum(acc[i][j]);
+      for (int64_t k = k8; k < kd; ++k) s += A[i * lda + k] * B[j * ldb + k];
+      C[i * ldc + j] = s;
+    }
+}
+
+/* The blocked loop over C for an MR x NR register block. Tails use smaller blocks of the same
+ * kernel, which computes the same bits per element. */
+#define GEMM_BODY(MR, NR)                                                                     \
+  int64_t m = 0;                                                                              \
+  for (; m + MR <= M; m += MR) {                                                              \
+    int64_t n = 0;                                                                            \
+    for (; n + NR <= N; n += NR)                                                              \
+      kernel(MR, NR, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc);           \
+    for (; n < N; ++n) kernel(MR, 1, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc); \
+  }                                                                                           \
+  for (; m < M; ++m) {                                                                        \
+    int64_t n = 0;                                                                            \
+    for (; n + NR <= N; n += NR)                                                              \
+      kernel(1, NR, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc);            \
+    for (; n < N; ++n) kernel(1, 1, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc); \
+  }
+
+/* Baseline x86-64 (SSE2: 16 xmm registers): 4 x 2 blocks, 8 pairs x 2 xmm accumulators. */
+static void gemm_generic(const float *A, int64_t lda, int64_t M, const float *B, int64_t ldb,
+                         int64_t N, int64_t kd, float *C, int64_t ldc) {
+  GEMM_BODY(4, 2)
+}
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(MOE_NO_AVX2)
+#define MOE_HAVE_AVX2_PATH 1
+/* AVX2 (16 ymm registers): 3 x 4 blocks, 12 pairs x 1 ymm accumulator. ISO C compiles with
+ * -ffp-contract=off, so no FMA is formed: the same bits as the generic path. */
+__attribute__((target("avx2"))) static void gemm_avx2(const float *A, int64_t lda, int64_t M,
+                                                      const float *B, int64_t ldb, int64_t N,
+                                                      int64_t kd, float *C, int64_t ldc) {
+  GEMM_BODY(3, 4)
+}
+#endif
+
+void moe_cpu_gemm_nt(const float *A, int64_t lda, int64_t M, const float *B, int64_t ldb,
+                     int64_t N, int64_t kd, float *C, int64_t ldc) {
+#ifdef MOE_HAVE_AVX2_PATH
+  if (__builtin_cpu_supports("avx2")) { /* a load and a test of libgcc's cpu model */
+    gemm_avx2(A, lda, M, B, ldb, N, kd, C, ldc);
+    return;
+  }
+#endif
+  gemm_generic(A, lda, M, B, ldb, N, kd, C, ldc);
+}
+
+void moe_cpu_rows_to_f32(float *dst, const void *src, moeDtype_t dtype, int64_t row0,
+                         int64_t rows, int64_t cols) {
+  const size_t n = (size_t)rows * (size_t)cols, base = (size_t)row0 * (size_t)cols;
+  switch (dtype) {
+    case moeBFloat16: {
+      const uint16_t *s = (const uint16_t *)src + base;
+      for (size_t i = 0; i < n; ++i) { /* bf16 -> fp32 is a shift: exact, vectorizes */
+        uint32_t u = (uint32_t)s[i] << 16;
+        memcpy(&dst[i], &u, sizeof u);
+      }
+      break;
+    }
+    case moeFloat16: {
+      const uint16_t *s = (const uint16_t *)src + base;
+      for (size_t i = 0; i < n; ++i) dst[i] = moe_f16_to_f32(s[i]);
+      break;
+    }
+    default: memcpy(dst, (const float *)src + base, n * sizeof(float)); break;
+  }
+}
