@@ -95,6 +95,7 @@ typedef struct {
   char driver[32];
   char runtime[32];
   char mode[8];            /* "cpu" or "cuda" */
+  char command[512];       /* the command line */
   int threads;
   double copy_bw;          /* measured device-to-device copy B/s (read + write); < 0 if none */
   double gemm_rate;        /* measured dense bf16 GEMM FLOP/s; < 0 if none */

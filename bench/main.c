@@ -130,6 +130,10 @@ int main(int argc, char **argv) {
 
   benchReport rep;
   bench_report_init(&rep, &opt);
+  size_t used = 0;
+  for (int i = 0; i < argc && used < sizeof rep.env.command; ++i)
+    used += (size_t)snprintf(rep.env.command + used, sizeof rep.env.command - used, "%s%s",
+                             i ? " " : "", argv[i]);
   rc = gpu ? bench_run_gpu(&opt, &rep) : bench_run_cpu(&opt, &rep);
   if (bench_report_write_files(&rep)) rc = rc ? rc : 1;
   if (opt.check && !opt.quiet) {

@@ -28,6 +28,7 @@ void bench_report_print_env(const benchReport *rep) {
   int v = moeGetVersion();
   printf("moe-bench  libmoe %d.%d.%d  commit %s  %s  host %s\n", v / 10000, v / 100 % 100, v % 100,
          e->commit, e->date, e->host);
+  printf("command: %s\n", e->command);
   if (gpu_mode(rep)) {
     printf("device: %s  driver %s  runtime %s  L2 %.0f MB  memory %.1f GB\n", e->device, e->driver,
            e->runtime, e->l2_bytes / 1e6, e->mem_bytes / 1e9);
@@ -138,6 +139,7 @@ static int write_json(const benchReport *rep, const char *path) {
   fputs("  \"commit\": ", f); json_str(f, e->commit);
   fputs(",\n  \"date\": ", f); json_str(f, e->date);
   fputs(",\n  \"host\": ", f); json_str(f, e->host);
+  fputs(",\n  \"command\": ", f); json_str(f, e->command);
   fputs(",\n  \"mode\": ", f); json_str(f, e->mode);
   fputs(",\n  \"device\": ", f); json_str(f, e->device);
   fputs(",\n  \"driver\": ", f); json_str(f, e->driver);
