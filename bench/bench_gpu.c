@@ -117,6 +117,28 @@ static double measure_gemm(cudaStream_t s, int n) {
   return rate;
 }
 
+/* The kernel driver's version ("580.159.04") from /proc, or "" where that file is absent. */
+static void kernel_driver_version(char *out, size_t n) {
+  out[0] = '\0';
+  FILE *f = fopen("/proc/driver/nvidia/version", "r");
+  if (!f) return;
+  char line[512];
+  if (fgets(line, sizeof line, f)) {
+    /* "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  Tue ..." */
+    const char *m = strstr(line, "Module");
+    if (m) {
+      m += strlen("Module");
+      while (*m == ' ') ++m;
+      size_t len = strcspn(m, " \n");
+      if (len && len < n) {
+        memcpy(out, m, len);
+        out[len] = '\0';
+      }
+    }
+  }
+  fclose(f);
+}
+
 static void fill_env(benchEnv *env, cudaStream_t s) {
   int dev = 0, drv = 0, rt = 0;
   struct cudaDeviceProp prop;
@@ -127,7 +149,10 @@ static void fill_env(benchEnv *env, cudaStream_t s) {
   snprintf(env->mode, sizeof env->mode, "cuda");
   snprintf(env->device, sizeof env->device, "%.96s (sm_%d%d; %d SMs)", prop.name, prop.major,
            prop.minor, prop.multiProcessorCount);
-  snprintf(env->driver, sizeof env->driver, "CUDA %d.%d", drv / 1000, drv % 1000 / 10);
+  char kver[24];
+  kernel_driver_version(kver, sizeof kver);
+  snprintf(env->driver, sizeof env->driver, "%s%sCUDA %d.%d", kver, kver[0] ? ", " : "",
+           drv / 1000, drv % 1000 / 10);
   snprintf(env->runtime, sizeof env->runtime, "%d.%d", rt / 1000, rt % 1000 / 10);
   env->l2_bytes = (double)prop.l2CacheSize;
   env->mem_bytes = (double)prop.totalGlobalMem;
