@@ -112,6 +112,9 @@ static void bench_one(const benchOptions *opt, benchReport *rep, const benchPres
   for (int s = 0; s < BENCH_NUM_STAGES; ++s) row.stage_us[s] = -1.0;
 
   bench_make_tokens(T, d->H, cfg->dtype, opt->seed + (uint64_t)T, b->x_f32, b->x);
+  /* Poison y (all-ones bytes are NaN in every dtype): an element forward never writes fails
+   * --check instead of passing on a stale value. */
+  memset(b->y, 0xff, (size_t)(T * d->H) * bench_dtype_size(cfg->dtype));
 
   /* Warm-up; the first call also sizes the automatic iteration count (about 1 s per T). */
   double first = forward_us(layer, T, b, NULL);
