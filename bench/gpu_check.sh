@@ -153,7 +153,7 @@ fi
 bench="$build/bench/moe-bench"
 presets="${MOE_BENCH_PRESETS:-}"
 if [ -z "$presets" ] && [ -x "$bench" ]; then
-  presets=$("$bench" --list | awk 'NR > 1 && $3 ~ /^[0-9][a-z]$/ {print $1}')
+  presets=$("$bench" --list --quiet)
 fi
 section "moe-bench (full size, bf16, T = $tokens)"
 bench_done=""

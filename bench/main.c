@@ -87,6 +87,10 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (opt.list) {
+    if (opt.quiet) { /* names only, one per line, for scripts */
+      for (int i = 0; i < bench_preset_count(); ++i) printf("%s\n", bench_preset_at(i)->name);
+      return 0;
+    }
     bench_preset_print_table();
     return 0;
   }
