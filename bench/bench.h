@@ -27,6 +27,7 @@ typedef struct {
   moeDtype_t dtype;
   moeBackend_t backend;
   int iters, warmup;       /* 0 = auto */
+  double max_time;         /* auto iterations: seconds of timed runs per T (0 = 2 GPU, 1 CPU) */
   uint64_t seed;
   int threads;
   int check;               /* -1 = the mode's default */

@@ -121,7 +121,7 @@ static void bench_one(const benchOptions *opt, benchReport *rep, const benchPres
   for (int i = 1; i < (opt->warmup > 0 ? opt->warmup : 1); ++i) forward_us(layer, T, b, NULL);
   int iters = opt->iters;
   if (iters <= 0) {
-    iters = (int)(1e6 / (first > 1.0 ? first : 1.0));
+    iters = (int)((opt->max_time > 0 ? opt->max_time : 1.0) * 1e6 / (first > 1.0 ? first : 1.0));
     iters = iters < 3 ? 3 : iters > 100 ? 100 : iters;
   }
   double *times = bench_xmalloc((size_t)iters * sizeof(double));

@@ -275,7 +275,7 @@ static void bench_one(const benchOptions *opt, benchReport *rep, const benchPres
   row.graph = graphs;
 
   /* Warm-up, timed as a whole: it sizes the automatic iteration count so that one T takes
-   * about 2 s of replays (10..200), whatever the speed of the backend. */
+   * about --max-time seconds of replays (10..200), whatever the speed of the backend. */
   const int warmup = opt->warmup_set ? opt->warmup : 10;
   cudaEvent_t w0, w1;
   CU(cudaEventCreate(&w0));
@@ -289,7 +289,8 @@ static void bench_one(const benchOptions *opt, benchReport *rep, const benchPres
   cudaEventDestroy(w1);
   int iters = opt->iters;
   if (iters <= 0) {
-    iters = per_us > 0 ? (int)(2e6 / per_us) : 100;
+    const double budget_us = (opt->max_time > 0 ? opt->max_time : 2.0) * 1e6;
+    iters = per_us > 0 ? (int)(budget_us / per_us) : 100;
     iters = iters < 10 ? 10 : iters > 200 ? 200 : iters;
   }
   const int nev = 2 * iters > BENCH_NUM_STAGES + 1 ? 2 * iters : BENCH_NUM_STAGES + 1;

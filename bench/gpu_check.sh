@@ -11,9 +11,10 @@
 # Environment (defaults fit ~8 minutes of an H100):
 #   MOE_BENCH_TOKENS   token counts of the sweep            [1,8,64,256,1024,4096,16384]
 #   MOE_BENCH_PRESETS  presets, space-separated             [all of moe-bench --list]
-#   MOE_BENCH_ITERS    timed replays per T                  [moe-bench's automatic: ~2 s per T]
+#   MOE_BENCH_ITERS    timed replays per T                  [automatic, see MOE_BENCH_MAX_TIME]
+#   MOE_BENCH_MAX_TIME seconds of timed replays per T (automatic iterations, 10..200) [0.5]
 #   MOE_BENCH_CHECK_TOKENS  tokens per T checked against the naive double reference; 0 = no
-#                      --check                              [2]
+#                      --check                              [1]
 #   MOE_GPU_CHECK_DEADLINE_S  the whole script's time limit: each step's timeout is cut to what
 #                      is left, later steps are skipped (and say so) when it is spent [470]
 #   MOE_CUDA_ARCHS     CMAKE_CUDA_ARCHITECTURES             [the project's default]
@@ -31,8 +32,8 @@ build="${BUILD_DIR:-build}"
 jobs="${JOBS:-16}"
 tokens="${MOE_BENCH_TOKENS:-1,8,64,256,1024,4096,16384}"
 iters="${MOE_BENCH_ITERS:-}"
-check_tokens="${MOE_BENCH_CHECK_TOKENS:-2}"
-bench_args=()
+check_tokens="${MOE_BENCH_CHECK_TOKENS:-1}"
+bench_args=(--max-time "${MOE_BENCH_MAX_TIME:-0.5}")
 [ -n "$iters" ] && bench_args+=(--iters "$iters")
 if [ "$check_tokens" -gt 0 ] 2>/dev/null; then
   bench_args+=(--check --check-tokens "$check_tokens")

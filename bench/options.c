@@ -35,8 +35,10 @@ void bench_print_help(FILE *f) {
       "\n"
       "Execution:\n"
       "  -b, --backend NAME      auto | cpu | cuda; auto = cuda when a GPU is visible [auto]\n"
-      "  -n, --iters N           timed iterations, median reported [automatic: about 2 s of\n"
-      "                          replays per T on a GPU (10..200), about 1 s on the CPU (3..100)]\n"
+      "  -n, --iters N           timed iterations, median reported [automatic: --max-time of\n"
+      "                          replays per T, 10..200 on a GPU, 3..100 on the CPU]\n"
+      "      --max-time S        seconds of timed iterations per T that set the automatic\n"
+      "                          --iters [GPU: 2; CPU: 1]\n"
       "  -w, --warmup N          untimed iterations first [GPU: 10; CPU: 1]\n"
       "      --seed N            seed of weights and tokens [1234]\n"
       "      --threads N         CPU backend threads, 0 = OpenMP's default [0]\n"
@@ -152,7 +154,7 @@ static const char *const kWithValue[] = {
     "--preset", "-p", "--scale", "-s", "--tokens", "-t", "--dtype", "-d", "--backend", "-b",
     "--iters", "-n", "--warmup", "-w", "--seed", "--threads", "--check-tokens", "--json", "--csv",
     "--routing", "--top-p", "--k-max", "--capacity-factor", "--drop-policy", "--expert-choice",
-    "--heads", "--peak-bw", "--peak-tflops", NULL};
+    "--heads", "--peak-bw", "--peak-tflops", "--max-time", NULL};
 
 static int takes_value(const char *name) {
   for (int i = 0; kWithValue[i]; ++i)
@@ -234,6 +236,10 @@ int bench_parse_options(int argc, char **argv, benchOptions *o) {
     } else if (IS("-w") || IS("--warmup")) {
       if (parse_int(val, 0, 1000000, &o->warmup)) BAD("--warmup (an integer >= 0)");
       o->warmup_set = 1;
+    } else if (IS("--max-time")) {
+      float v;
+      if (parse_float(val, 0.0, 3600.0, 1, &v)) BAD("--max-time (seconds > 0)");
+      o->max_time = v;
     } else if (IS("--seed")) {
       int64_t v;
       if (parse_i64(val, 0, INT64_MAX, &v)) BAD("--seed (an integer >= 0)");
