@@ -8,7 +8,8 @@
 #   bash bench/gpu_check.sh
 #   MOE_BENCH_COMMIT=$(git rev-parse --short HEAD) bash bench/gpu_check.sh   # tree without .git
 #
-# Environment (defaults fit ~8 minutes of an H100):
+# Environment (defaults aim at ~8 minutes on an H100 with a hard stop at 470 s; not yet run on
+# a GPU, so the split between build, tests and sweep is an estimate):
 #   MOE_BENCH_TOKENS   token counts of the sweep            [1,8,64,256,1024,4096,16384]
 #   MOE_BENCH_PRESETS  presets, space-separated             [all of moe-bench --list]
 #   MOE_BENCH_ITERS    timed replays per T                  [automatic, see MOE_BENCH_MAX_TIME]
