@@ -148,8 +148,9 @@ typedef struct {
   int64_t *kept;    /* [E] selections kept per expert */
   int64_t *dropped; /* [E] selections dropped per expert */
   int64_t *order;   /* [T * K] sort scratch */
-  int64_t *tmp;     /* [T * K] (token choice) or [T] (expert choice): sort scratch */
+  int64_t *tmp;     /* [T * K] sort scratch (expert choice: K = E, [T] per thread) */
   int64_t *start;   /* [E + 1] */
+  double *psum;     /* [E] */
 } moeCpuRouteWork;
 
 void moe_cpu_apply_capacity(const moeLayer *L, int64_t T, int32_t *ids, float *w,

@@ -208,7 +208,7 @@ size_t moe_cpu_route_scratch(const moeLayer *L, int64_t T) {
   size_t b = moe_cpu_bytes((uint64_t)T * (uint64_t)E, 4) * 2; /* logits, probabilities */
   b = moe_cpu_add(b, moe_cpu_bytes((uint64_t)T, 4) * 2);     /* lse, entropy */
   b = moe_cpu_add(b, moe_cpu_bytes((uint64_t)n, 8) * 2);     /* order, tmp */
-  b = moe_cpu_add(b, moe_cpu_bytes((uint64_t)E + 1, 8) * 3); /* kept, dropped, start */
+  b = moe_cpu_add(b, moe_cpu_bytes((uint64_t)E + 1, 8) * 4); /* kept, dropped, start, psum */
   b = moe_cpu_add(b, moe_cpu_mul(route_per_thread(L), (size_t)nth));
   return moe_cpu_add(b, 16 * MOE_CPU_ALIGN);
 }
@@ -239,8 +239,9 @@ moeStatus_t moe_cpu_route(const moeLayer *L, const moeRouteArgs *a, moeScratch s
   float *ent = moe_cpu_take(&ar, (uint64_t)T, 4);
   moeCpuRouteWork wk = {moe_cpu_take(&ar, (uint64_t)E + 1, 8), moe_cpu_take(&ar, (uint64_t)E + 1, 8),
                         moe_cpu_take(&ar, (uint64_t)n, 8), moe_cpu_take(&ar, (uint64_t)n, 8),
-                        moe_cpu_take(&ar, (uint64_t)E + 1, 8)};
-  if (!Z || !P || !lse || !ent || !wk.kept || !wk.dropped || !wk.order || !wk.tmp || !wk.start)
+                        moe_cpu_take(&ar, (uint64_t)E + 1, 8), moe_cpu_take(&ar, (uint64_t)E + 1, 8)};
+  if (!Z || !P || !lse || !ent || !wk.kept || !wk.dropped || !wk.order || !wk.tmp || !wk.start ||
+      !wk.psum)
     return moe_error(moeErrorInvalidArgument,
                      "route: scratch of %zu bytes is too small for T = %lld (needs %zu)",
                      scratch.bytes, (long long)T, moe_cpu_route_scratch(L, T));
@@ -255,6 +256,7 @@ moeStatus_t moe_cpu_route(const moeLayer *L, const moeRouteArgs *a, moeScratch s
                      "route: scratch of %zu bytes is too small for T = %lld (needs %zu)",
                      scratch.bytes, (long long)T, moe_cpu_route_scratch(L, T));
   char *tbase = ar.base + ar.used + pad;
+  const int64_t eb = Hr >= 32768 / 4 ? 4 : 32768 / Hr; /* router rows per block: ~128 KiB */
 
 #pragma omp parallel num_threads(nth)
   {
@@ -268,7 +270,9 @@ moeStatus_t moe_cpu_route(const moeLayer *L, const moeRouteArgs *a, moeScratch s
     for (int64_t t0 = 0; t0 < T; t0 += ROWS_BLOCK) {
       const int64_t rb = T - t0 < ROWS_BLOCK ? T - t0 : ROWS_BLOCK;
       moe_cpu_rows_to_f32(xb, a->x, L->cfg.dtype, t0, rb, Hr);
-      moe_cpu_gemm_nt(xb, Hr, rb, L->router_weight, Hr, E, Hr, Z + t0 * E, E);
+      for (int64_t e0 = 0; e0 < E; e0 += eb) /* a block of router rows stays in L2 */
+        moe_cpu_gemm_nt(xb, Hr, rb, L->router_weight + e0 * Hr, Hr, E - e0 < eb ? E - e0 : eb, Hr,
+                        Z + t0 * E + e0, E);
       if (L->router_bias)
         for (int64_t r = 0; r < rb; ++r)
           for (int64_t e = 0; e < E; ++e) Z[(t0 + r) * E + e] += L->router_bias[e];

@@ -96,14 +96,22 @@ void moe_cpu_expert_choice(const moeLayer *L, int64_t T, const float *P, int32_t
   const double cd = floor((double)T * (double)L->cfg.capacity_factor / (double)E);
   const int64_t C = cd > (double)T ? T : (cd < 0 ? 0 : (int64_t)cd);
   if (C == 0) return;
-  /* serial over experts: the sort scratch is [T]; each expert sorts its column */
-  for (int32_t e = 0; e < E; ++e) {
-    for (int64_t t = 0; t < T; ++t) wk->order[t] = t;
-    moe_cpu_sort_desc(wk->order, wk->tmp, T, P + e, E);
-    for (int64_t i = 0; i < C; ++i) {
-      const int64_t t = wk->order[i];
-      ids[t * E + e] = e;
-      w[t * E + e] = P[t * E + e] * rsf;
+  /* experts in parallel, each sorting its column with its own [T] slices of order/tmp (they
+   * hold T * E entries); each expert writes only its own slot of each token */
+  const int nth = moe_cpu_threads(L) < E ? moe_cpu_threads(L) : E;
+#pragma omp parallel num_threads(nth)
+  {
+    int64_t *order = wk->order + (int64_t)omp_get_thread_num() * T;
+    int64_t *tmp = wk->tmp + (int64_t)omp_get_thread_num() * T;
+#pragma omp for schedule(dynamic, 1)
+    for (int32_t e = 0; e < E; ++e) {
+      for (int64_t t = 0; t < T; ++t) order[t] = t;
+      moe_cpu_sort_desc(order, tmp, T, P + e, E);
+      for (int64_t i = 0; i < C; ++i) {
+        const int64_t t = order[i];
+        ids[t * E + e] = e;
+        w[t * E + e] = P[t * E + e] * rsf;
+      }
     }
   }
 }
@@ -136,11 +144,14 @@ void moe_cpu_write_stats(const moeLayer *L, int64_t T, const moeRouterStats_t *s
   }
   const int variable = r == moeRoutingTopP || r == moeRoutingExpertChoice || r == moeRoutingDense;
   const double D = variable ? (double)kept : (double)T * (double)L->cfg.top_k;
+  /* P_e: each expert's sum runs over tokens in increasing order (row-wise for the cache) */
+  double *psum = wk->psum;
+  for (int32_t e = 0; e < E; ++e) psum[e] = 0.0;
+  for (int64_t t = 0; t < T; ++t)
+    for (int32_t e = 0; e < E; ++e) psum[e] += (double)P[t * E + e];
   double aux = 0.0;
   for (int32_t e = 0; e < E; ++e) {
-    double pe = 0.0;
-    for (int64_t t = 0; t < T; ++t) pe += (double)P[t * E + e];
-    pe = T > 0 ? pe / (double)T : 0.0;
+    const double pe = T > 0 ? psum[e] / (double)T : 0.0;
     if (st->expert_prob_mean) st->expert_prob_mean[e] = (float)pe;
     if (D > 0) aux += ((double)wk->kept[e] / D) * pe;
   }
