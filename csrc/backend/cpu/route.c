@@ -67,23 +67,28 @@ static void topk(const float *score, const uint8_t *keep, int32_t n, int32_t k, 
 
 static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-/* p = softmax(z) over n; returns logsumexp(z); *ent = entropy of p (nats). fp32, in order. */
+/* p = softmax(z) over n; returns logsumexp(z); *ent = entropy of p (nats).
+ * The exponentials are fp32 (expf), their sum is accumulated in double and each probability is
+ * rounded once to fp32. The double sum makes softmax invariant, in practice, under permutations
+ * of the logits: two tokens whose logits are a permutation of each other get bitwise equal
+ * probabilities, so exact ties across tokens (expert choice ranks tokens) stay exact ties, as
+ * in the by-definition reference. */
 static float softmax(const float *z, int32_t n, float *p, float *ent) {
   float m = z[0];
   for (int32_t e = 1; e < n; ++e)
     if (z[e] > m) m = z[e];
-  float sum = 0.0f;
+  double sum = 0.0;
   for (int32_t e = 0; e < n; ++e) {
     p[e] = expf(z[e] - m);
-    sum += p[e];
+    sum += (double)p[e];
   }
   float h = 0.0f;
   for (int32_t e = 0; e < n; ++e) {
-    p[e] = p[e] / sum;
+    p[e] = (float)((double)p[e] / sum);
     if (p[e] > 0.0f) h -= p[e] * logf(p[e]);
   }
   *ent = h;
-  return m + logf(sum);
+  return m + (float)log(sum);
 }
 
 /* Group-limited selection (2a/2b): keep[e] = 1 for the experts of the topk_group best groups.
