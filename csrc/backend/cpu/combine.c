@@ -19,8 +19,8 @@ moeStatus_t moe_cpu_combine(const moeLayer *L, const moeCombineArgs *a, moeStrea
   for (int64_t p = 0; p < TK; ++p)
     if (a->pair_rows[p] < -1 || a->pair_rows[p] >= TK)
       return moe_error(moeErrorInvalidArgument,
-                       "combine: pair_rows[%lld] = %lld outside [-1, T * K = %lld)",
-                       (long long)p, (long long)a->pair_rows[p], (long long)TK);
+                       "combine: pair_rows[%lld] = %lld outside [-1, T * K = %lld)", (long long)p,
+                       (long long)a->pair_rows[p], (long long)TK);
 #pragma omp parallel for schedule(static) num_threads(moe_cpu_threads(L))
   for (int64_t t = 0; t < T; ++t) {
     float acc[COLS], row[COLS];
@@ -31,8 +31,9 @@ moeStatus_t moe_cpu_combine(const moeLayer *L, const moeCombineArgs *a, moeStrea
         const int64_t r = a->pair_rows[t * K + j];
         if (r < 0) continue;
         const float w = unit ? 1.0f : a->weights[t * K + j];
-        moe_cpu_rows_to_f32(row, (const char *)a->expert_out + ((size_t)r * (size_t)Hr + (size_t)c0) * es,
-                            dt, 0, 1, nc);
+        moe_cpu_rows_to_f32(
+            row, (const char *)a->expert_out + ((size_t)r * (size_t)Hr + (size_t)c0) * es, dt, 0, 1,
+            nc);
         for (int64_t c = 0; c < nc; ++c) acc[c] += w * row[c];
       }
       const size_t ybase = (size_t)t * (size_t)Hr + (size_t)c0;

@@ -42,7 +42,9 @@ static inline size_t moe_cpu_bytes(uint64_t n, size_t elem) {
 }
 
 /* a + b, saturating at SIZE_MAX (an overflowed plan stays "too big"). */
-static inline size_t moe_cpu_add(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
+static inline size_t moe_cpu_add(size_t a, size_t b) {
+  return a > SIZE_MAX - b ? SIZE_MAX : a + b;
+}
 static inline size_t moe_cpu_mul(size_t a, size_t b) {
   return (a != 0 && b > SIZE_MAX / a) ? SIZE_MAX : a * b;
 }
@@ -51,8 +53,7 @@ static inline void *moe_cpu_take(moeCpuArena *a, uint64_t n, size_t elem) {
   size_t b = moe_cpu_bytes(n, elem);
   /* the base is 256-byte aligned (workspace contract); keep sub-buffers MOE_CPU_ALIGN aligned */
   size_t pad = (MOE_CPU_ALIGN - ((uintptr_t)(a->base + a->used) % MOE_CPU_ALIGN)) % MOE_CPU_ALIGN;
-  if (b == SIZE_MAX || a->base == NULL || pad > a->bytes - a->used ||
-      b > a->bytes - a->used - pad)
+  if (b == SIZE_MAX || a->base == NULL || pad > a->bytes - a->used || b > a->bytes - a->used - pad)
     return NULL;
   void *p = a->base + a->used + pad;
   a->used += pad + b;
@@ -67,13 +68,13 @@ static inline void *moe_cpu_take(moeCpuArena *a, uint64_t n, size_t elem) {
 float moe_cpu_dot(const float *a, const float *b, int64_t n);
 
 /* C[m * ldc + n] = dot(A[m * lda ..], B[n * ldb ..], kd) for m < M, n < N (canonical order). */
-void moe_cpu_gemm_nt(const float *A, int64_t lda, int64_t M, const float *B, int64_t ldb,
-                     int64_t N, int64_t kd, float *C, int64_t ldc);
+void moe_cpu_gemm_nt(const float *A, int64_t lda, int64_t M, const float *B, int64_t ldb, int64_t N,
+                     int64_t kd, float *C, int64_t ldc);
 
 /* Rows [row0, row0 + rows) of a [*, cols] matrix of the given dtype, as fp32 into dst
  * (dst row stride cols). */
-void moe_cpu_rows_to_f32(float *dst, const void *src, moeDtype_t dtype, int64_t row0,
-                         int64_t rows, int64_t cols);
+void moe_cpu_rows_to_f32(float *dst, const void *src, moeDtype_t dtype, int64_t row0, int64_t rows,
+                         int64_t cols);
 
 /* ---- expert FFNs (ffn.c) ------------------------------------------------------------------- */
 
@@ -89,11 +90,11 @@ typedef struct {
 
 /* One FFN applied to a segment of rows of an fp32 input tile. */
 typedef struct {
-  const void *w1;    /* [GI, d_model] dtype */
-  const float *b1;   /* [GI] or NULL */
-  const void *w2;    /* [d_model, d_ff] dtype */
-  const float *b2;   /* [d_model] or NULL */
-  int64_t row0;      /* first row in the tile (X and Hbuf) */
+  const void *w1;  /* [GI, d_model] dtype */
+  const float *b1; /* [GI] or NULL */
+  const void *w2;  /* [d_model, d_ff] dtype */
+  const float *b2; /* [d_model] or NULL */
+  int64_t row0;    /* first row in the tile (X and Hbuf) */
   int64_t rows;
   /* output: out_row_index(row0 + i) = out_row0 + i rows of `out` (dtype) */
   int64_t out_row0;
@@ -119,9 +120,9 @@ void moe_cpu_ffn_run(const moeCpuFfnShape *shape, const moeCpuFfnSeg *segs, int6
                      float *tiles, int nth);
 
 /* out rows = dtype(X W^T + bias (+ add)), W [N, kd] dtype: the head/merge projection. */
-void moe_cpu_linear_run(moeDtype_t dtype, const float *X, int64_t rows, int64_t kd,
-                        const void *W, int64_t N, const float *bias, const void *add,
-                        int64_t add_row0, void *out, int64_t out_row0, float *tiles, int nth);
+void moe_cpu_linear_run(moeDtype_t dtype, const float *X, int64_t rows, int64_t kd, const void *W,
+                        int64_t N, const float *bias, const void *add, int64_t add_row0, void *out,
+                        int64_t out_row0, float *tiles, int nth);
 int64_t moe_cpu_linear_tile_floats(int64_t kd);
 
 /* Tiles for up to `want` threads from what is left of the arena: sets *nth (>= 1) and returns
@@ -159,9 +160,8 @@ void moe_cpu_expert_choice(const moeLayer *L, int64_t T, const float *P, int32_t
                            moeCpuRouteWork *wk);
 /* Counts kept selections per expert into wk->kept (dropped counts must already be there). */
 void moe_cpu_count_kept(const moeLayer *L, int64_t T, const int32_t *ids, moeCpuRouteWork *wk);
-void moe_cpu_write_stats(const moeLayer *L, int64_t T, const moeRouterStats_t *st,
-                         const float *P, const float *lse, const float *ent,
-                         const moeCpuRouteWork *wk);
+void moe_cpu_write_stats(const moeLayer *L, int64_t T, const moeRouterStats_t *st, const float *P,
+                         const float *lse, const float *ent, const moeCpuRouteWork *wk);
 
 /* ---- stages (one file each) ------------------------------------------------------------------ */
 size_t moe_cpu_route_scratch(const moeLayer *layer, int64_t T);
@@ -172,15 +172,14 @@ size_t moe_cpu_project_scratch(const moeLayer *layer, int64_t T);
 
 moeStatus_t moe_cpu_route(const moeLayer *layer, const moeRouteArgs *args, moeScratch scratch,
                           moeStream_t stream);
-moeStatus_t moe_cpu_permute(const moeLayer *layer, const moePermuteArgs *args,
-                            moeScratch scratch, moeStream_t stream);
-moeStatus_t moe_cpu_experts(const moeLayer *layer, const moeExpertsArgs *args,
-                            moeScratch scratch, moeStream_t stream);
+moeStatus_t moe_cpu_permute(const moeLayer *layer, const moePermuteArgs *args, moeScratch scratch,
+                            moeStream_t stream);
+moeStatus_t moe_cpu_experts(const moeLayer *layer, const moeExpertsArgs *args, moeScratch scratch,
+                            moeStream_t stream);
 moeStatus_t moe_cpu_shared_experts(const moeLayer *layer, const moeSharedArgs *args,
                                    moeScratch scratch, moeStream_t stream);
-moeStatus_t moe_cpu_combine(const moeLayer *layer, const moeCombineArgs *args,
+moeStatus_t moe_cpu_combine(const moeLayer *layer, const moeCombineArgs *args, moeStream_t stream);
+moeStatus_t moe_cpu_project(const moeLayer *layer, const moeProjectArgs *args, moeScratch scratch,
                             moeStream_t stream);
-moeStatus_t moe_cpu_project(const moeLayer *layer, const moeProjectArgs *args,
-                            moeScratch scratch, moeStream_t stream);
 
 #endif

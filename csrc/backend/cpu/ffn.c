@@ -13,7 +13,7 @@
 /* fp32 floats of weight tile a thread aims for (128 KiB: the block stays in L2 while the rows
  * of the segment stream through it). */
 #define TILE_TARGET 32768
-#define NB_MAX 64   /* output features per work item, at most */
+#define NB_MAX 64 /* output features per work item, at most */
 #define NB_MIN 4
 #define ROWS_STEP 16 /* rows per gemm call: the accumulators stay on the stack */
 
@@ -32,17 +32,24 @@ int64_t moe_cpu_ffn_tile_floats(const moeCpuFfnShape *s) {
   return t1 > t2 ? t1 : t2;
 }
 
-int64_t moe_cpu_linear_tile_floats(int64_t kd) { return block_features(kd, 1) * kd; }
+int64_t moe_cpu_linear_tile_floats(int64_t kd) {
+  return block_features(kd, 1) * kd;
+}
 
-static inline float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float sigmoidf_(float x) {
+  return 1.0f / (1.0f + expf(-x));
+}
 
 /* The activation of one element; g is ignored by the non-gated activations. Comparisons are
  * written so that NaN propagates instead of being clamped away. */
 static inline float activate(const moeCpuFfnShape *s, float g, float u) {
   switch (s->act) {
-    case moeActivationSwiGLU: return g / (1.0f + expf(-g)) * u;
-    case moeActivationGELU: return 0.5f * u * (1.0f + erff(u * 0.70710678118654752440f));
-    case moeActivationReLU: return u < 0.0f ? 0.0f : u;
+    case moeActivationSwiGLU:
+      return g / (1.0f + expf(-g)) * u;
+    case moeActivationGELU:
+      return 0.5f * u * (1.0f + erff(u * 0.70710678118654752440f));
+    case moeActivationReLU:
+      return u < 0.0f ? 0.0f : u;
     case moeActivationSquaredReLU: {
       float r = u < 0.0f ? 0.0f : u;
       return r * r;
@@ -53,15 +60,19 @@ static inline float activate(const moeCpuFfnShape *s, float g, float u) {
       u = u > lim ? lim : (u < -lim ? -lim : u);
       return (u + 1.0f) * (g * sigmoidf_(s->alpha * g));
     }
-    default: return NAN;
+    default:
+      return NAN;
   }
 }
 
 static inline float round_dtype(moeDtype_t dtype, float v) {
   switch (dtype) {
-    case moeBFloat16: return moe_bf16_to_f32(moe_f32_to_bf16(v));
-    case moeFloat16: return moe_f16_to_f32(moe_f32_to_f16(v));
-    default: return v;
+    case moeBFloat16:
+      return moe_bf16_to_f32(moe_f32_to_bf16(v));
+    case moeFloat16:
+      return moe_f16_to_f32(moe_f32_to_f16(v));
+    default:
+      return v;
   }
 }
 
@@ -75,8 +86,8 @@ static const float *weight_rows(const void *w, moeDtype_t dtype, int64_t row0, i
 }
 
 /* First projection + activation for every segment into Hbuf. */
-static void ffn_up(const moeCpuFfnShape *s, const moeCpuFfnSeg *segs, int64_t nseg,
-                   const float *X, float *Hbuf, float *tiles, int64_t tile_floats, int nth) {
+static void ffn_up(const moeCpuFfnShape *s, const moeCpuFfnSeg *segs, int64_t nseg, const float *X,
+                   float *Hbuf, float *tiles, int64_t tile_floats, int nth) {
   const int64_t d = s->d_model, F = s->d_ff;
   const int per = s->gated ? 2 : 1;
   const int64_t nb1 = block_features(d, per), nblk = (F + nb1 - 1) / nb1;
@@ -113,11 +124,11 @@ static void ffn_up(const moeCpuFfnShape *s, const moeCpuFfnSeg *segs, int64_t ns
 /* A linear layer over segments: v = X_row . W2_row + b2 (+ add), written per mode. */
 typedef struct {
   moeDtype_t dtype;
-  int64_t kd, N;           /* input width, output features */
-  const void *add;         /* [*, N] dtype, rows add_row0 + i, or NULL */
+  int64_t kd, N;   /* input width, output features */
+  const void *add; /* [*, N] dtype, rows add_row0 + i, or NULL */
   int64_t add_row0;
-  void *out;               /* [*, N] dtype */
-  float *acc32;            /* [*, N] fp32 indexed like X, for the Acc modes */
+  void *out;    /* [*, N] dtype */
+  float *acc32; /* [*, N] fp32 indexed like X, for the Acc modes */
   moeCpuOutMode mode;
 } moeCpuLinear;
 
@@ -146,9 +157,15 @@ static void linear_segments(const moeCpuLinear *L, const moeCpuFfnSeg *segs, int
         for (int64_t c = 0; c < nb; ++c) {
           float v = acc[r * nb + c] + (b ? b[c] : 0.0f);
           switch (L->mode) {
-            case moeCpuAccFirst: a32[c] = v; break;
-            case moeCpuAccAdd: a32[c] += v; break;
-            case moeCpuAccLast: moe_store_f32(L->out, L->dtype, obase + c, a32[c] + v); break;
+            case moeCpuAccFirst:
+              a32[c] = v;
+              break;
+            case moeCpuAccAdd:
+              a32[c] += v;
+              break;
+            case moeCpuAccLast:
+              moe_store_f32(L->out, L->dtype, obase + c, a32[c] + v);
+              break;
             default:
               if (L->add) v += moe_load_f32(L->add, L->dtype, abase + c);
               moe_store_f32(L->out, L->dtype, obase + c, v);
@@ -170,9 +187,9 @@ void moe_cpu_ffn_run(const moeCpuFfnShape *shape, const moeCpuFfnSeg *segs, int6
   linear_segments(&L, segs, nseg, Hbuf, tiles, tf, nth);
 }
 
-void moe_cpu_linear_run(moeDtype_t dtype, const float *X, int64_t rows, int64_t kd,
-                        const void *W, int64_t N, const float *bias, const void *add,
-                        int64_t add_row0, void *out, int64_t out_row0, float *tiles, int nth) {
+void moe_cpu_linear_run(moeDtype_t dtype, const float *X, int64_t rows, int64_t kd, const void *W,
+                        int64_t N, const float *bias, const void *add, int64_t add_row0, void *out,
+                        int64_t out_row0, float *tiles, int nth) {
   moeCpuFfnSeg seg = {NULL, NULL, W, bias, 0, rows, out_row0};
   moeCpuLinear L = {dtype, kd, N, add, add_row0, out, NULL, moeCpuStore};
   linear_segments(&L, &seg, 1, X, tiles, moe_cpu_linear_tile_floats(kd), nth);

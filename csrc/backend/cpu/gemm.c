@@ -28,10 +28,10 @@ float moe_cpu_dot(const float *a, const float *b, int64_t n) {
 
 /* mr x nr block of C, mr <= MR_MAX, nr <= NR_MAX, compile-time constants after inlining. */
 static inline __attribute__((always_inline)) void kernel(const int mr, const int nr,
-                                                          const float *restrict A, int64_t lda,
-                                                          const float *restrict B, int64_t ldb,
-                                                          int64_t kd, float *restrict C,
-                                                          int64_t ldc) {
+                                                         const float *restrict A, int64_t lda,
+                                                         const float *restrict B, int64_t ldb,
+                                                         int64_t kd, float *restrict C,
+                                                         int64_t ldc) {
   float acc[MR_MAX][NR_MAX][LANES];
   for (int i = 0; i < mr; ++i)
     for (int j = 0; j < nr; ++j)
@@ -56,18 +56,19 @@ static inline __attribute__((always_inline)) void kernel(const int mr, const int
 
 /* The blocked loop over C for an MR x NR register block. Tails use smaller blocks of the same
  * kernel, which computes the same bits per element. */
-#define GEMM_BODY(MR, NR)                                                                     \
-  int64_t m = 0;                                                                              \
-  for (; m + MR <= M; m += MR) {                                                              \
-    int64_t n = 0;                                                                            \
-    for (; n + NR <= N; n += NR)                                                              \
-      kernel(MR, NR, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc);           \
-    for (; n < N; ++n) kernel(MR, 1, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc); \
-  }                                                                                           \
-  for (; m < M; ++m) {                                                                        \
-    int64_t n = 0;                                                                            \
-    for (; n + NR <= N; n += NR)                                                              \
-      kernel(1, NR, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc);            \
+#define GEMM_BODY(MR, NR)                                                                          \
+  int64_t m = 0;                                                                                   \
+  for (; m + MR <= M; m += MR) {                                                                   \
+    int64_t n = 0;                                                                                 \
+    for (; n + NR <= N; n += NR)                                                                   \
+      kernel(MR, NR, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc);                \
+    for (; n < N; ++n)                                                                             \
+      kernel(MR, 1, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc);                 \
+  }                                                                                                \
+  for (; m < M; ++m) {                                                                             \
+    int64_t n = 0;                                                                                 \
+    for (; n + NR <= N; n += NR)                                                                   \
+      kernel(1, NR, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc);                 \
     for (; n < N; ++n) kernel(1, 1, A + m * lda, lda, B + n * ldb, ldb, kd, C + m * ldc + n, ldc); \
   }
 
@@ -88,8 +89,8 @@ __attribute__((target("avx2"))) static void gemm_avx2(const float *A, int64_t ld
 }
 #endif
 
-void moe_cpu_gemm_nt(const float *A, int64_t lda, int64_t M, const float *B, int64_t ldb,
-                     int64_t N, int64_t kd, float *C, int64_t ldc) {
+void moe_cpu_gemm_nt(const float *A, int64_t lda, int64_t M, const float *B, int64_t ldb, int64_t N,
+                     int64_t kd, float *C, int64_t ldc) {
 #ifdef MOE_HAVE_AVX2_PATH
   if (__builtin_cpu_supports("avx2")) { /* a load and a test of libgcc's cpu model */
     gemm_avx2(A, lda, M, B, ldb, N, kd, C, ldc);
@@ -104,7 +105,7 @@ void moe_cpu_gemm_nt(const float *A, int64_t lda, int64_t M, const float *B, int
 #define MOE_HAVE_F16C_PATH 1
 /* f16 -> fp32 with the F16C instruction: exact, like the scalar conversion, 8 at a time. */
 __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(float *dst, const uint16_t *src,
-                                                                  size_t n) {
+                                                                size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8)
     _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
@@ -112,8 +113,8 @@ __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(float *dst, cons
 }
 #endif
 
-void moe_cpu_rows_to_f32(float *dst, const void *src, moeDtype_t dtype, int64_t row0,
-                         int64_t rows, int64_t cols) {
+void moe_cpu_rows_to_f32(float *dst, const void *src, moeDtype_t dtype, int64_t row0, int64_t rows,
+                         int64_t cols) {
   const size_t n = (size_t)rows * (size_t)cols, base = (size_t)row0 * (size_t)cols;
   switch (dtype) {
     case moeBFloat16: {
@@ -135,6 +136,8 @@ void moe_cpu_rows_to_f32(float *dst, const void *src, moeDtype_t dtype, int64_t 
       for (size_t i = 0; i < n; ++i) dst[i] = moe_f16_to_f32(s[i]);
       break;
     }
-    default: memcpy(dst, (const float *)src + base, n * sizeof(float)); break;
+    default:
+      memcpy(dst, (const float *)src + base, n * sizeof(float));
+      break;
   }
 }

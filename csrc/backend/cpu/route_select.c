@@ -39,8 +39,8 @@ void moe_cpu_apply_capacity(const moeLayer *L, int64_t T, int32_t *ids, float *w
   const int64_t K = L->K, TK = T * K;
   for (int32_t e = 0; e < E; ++e) wk->dropped[e] = 0;
   if (!(L->cfg.capacity_factor > 0.0f) || TK == 0) return;
-  const double cd = ceil((double)T * (double)L->cfg.top_k / (double)E *
-                         (double)L->cfg.capacity_factor);
+  const double cd =
+      ceil((double)T * (double)L->cfg.top_k / (double)E * (double)L->cfg.capacity_factor);
   const int64_t C = cd > (double)TK ? TK : (int64_t)cd;
   if (L->cfg.drop_policy == moeDropByProbs) {
     /* stable counting sort of the pairs by expert, then each expert's list by weight */
@@ -129,9 +129,8 @@ void moe_cpu_count_kept(const moeLayer *L, int64_t T, const int32_t *ids, moeCpu
  * f, as in Switch) and D = the total of kept selections for top-p, expert choice and dense
  * gating, whose number of selections per token is not k. AuxLoss = E * sum_e f_e P_e (HF's
  * load_balancing_loss_func is top_k times this for token choice). */
-void moe_cpu_write_stats(const moeLayer *L, int64_t T, const moeRouterStats_t *st,
-                         const float *P, const float *lse, const float *ent,
-                         const moeCpuRouteWork *wk) {
+void moe_cpu_write_stats(const moeLayer *L, int64_t T, const moeRouterStats_t *st, const float *P,
+                         const float *lse, const float *ent, const moeCpuRouteWork *wk) {
   const int32_t E = L->E;
   const moeRouting_t r = L->cfg.routing;
   int64_t kept = 0, dropped = 0, cmax = 0;
