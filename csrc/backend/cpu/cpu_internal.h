@@ -71,6 +71,12 @@ float moe_cpu_dot(const float *a, const float *b, int64_t n);
 void moe_cpu_gemm_nt(const float *A, int64_t lda, int64_t M, const float *B, int64_t ldb, int64_t N,
                      int64_t kd, float *C, int64_t ldc);
 
+/* moe_cpu_gemm_nt with B in bf16 (widened exactly in registers): the same bits as converting B
+ * to fp32 first, without the fp32 copy. For segments of few rows, where a converted tile would
+ * not be reused. */
+void moe_cpu_gemm_nt_bf16(const float *A, int64_t lda, int64_t M, const uint16_t *B, int64_t ldb,
+                          int64_t N, int64_t kd, float *C, int64_t ldc);
+
 /* Rows [row0, row0 + rows) of a [*, cols] matrix of the given dtype, as fp32 into dst
  * (dst row stride cols). */
 void moe_cpu_rows_to_f32(float *dst, const void *src, moeDtype_t dtype, int64_t row0, int64_t rows,

@@ -1,8 +1,10 @@
 /* The FFN helper shared by routed experts, shared experts and the head/merge projections:
  *   h   = round_dtype(act(W1 x + b1))   (gated: gate rows 0..F-1, up rows F..2F-1 of W1)
  *   out = W2 h + b2                      (stored in dtype, or summed in fp32 across FFNs)
- * Work items are (segment, block of output features); a thread converts its block of weight
- * rows to an fp32 tile once and reuses it for every row of the segment. Each output element is
+ * Work items are (segment, block of output features); a thread reads its block of weight rows
+ * in place (fp32, or bf16 widened in registers) or, for f16, converts it to an fp32 tile once
+ * and reuses it for every row of the segment; the block stays in L2 while the segment's rows
+ * stream through it. Each output element is
  * computed by one thread with the canonical dot (gemm.c), so results are deterministic and do
  * not depend on the thread count or the schedule. */
 #include <math.h>
@@ -76,13 +78,35 @@ static inline float round_dtype(moeDtype_t dtype, float v) {
   }
 }
 
-/* Rows [row0, row0 + nb) of a dtype matrix with kd columns as fp32: a pointer into the weights
- * when they are fp32 already, else converted into tile. */
-static const float *weight_rows(const void *w, moeDtype_t dtype, int64_t row0, int64_t nb,
-                                int64_t kd, float *tile) {
-  if (dtype == moeFloat32) return (const float *)w + row0 * kd;
-  moe_cpu_rows_to_f32(tile, w, dtype, row0, nb, kd);
-  return tile;
+/* A block of weight rows as the gemm reads it: fp32, or bf16 read in place. */
+typedef struct {
+  const float *f32;
+  const uint16_t *bf16;
+} moeCpuB;
+
+/* Rows [row0, row0 + nb) of a dtype matrix with kd columns: read in place when fp32 or bf16
+ * (bf16 is widened in registers: measured faster than a converted fp32 tile from 1 to 256 rows
+ * per expert, and the same bits), converted into tile when f16. */
+static moeCpuB weight_rows(const void *w, moeDtype_t dtype, int64_t row0, int64_t nb, int64_t kd,
+                           float *tile) {
+  moeCpuB b = {NULL, NULL};
+  if (dtype == moeFloat32) {
+    b.f32 = (const float *)w + row0 * kd;
+  } else if (dtype == moeBFloat16) {
+    b.bf16 = (const uint16_t *)w + row0 * kd;
+  } else {
+    moe_cpu_rows_to_f32(tile, w, dtype, row0, nb, kd);
+    b.f32 = tile;
+  }
+  return b;
+}
+
+static void gemm_b(const float *A, int64_t lda, int64_t M, moeCpuB B, int64_t ldb, int64_t N,
+                   int64_t kd, float *C, int64_t ldc) {
+  if (B.bf16)
+    moe_cpu_gemm_nt_bf16(A, lda, M, B.bf16, ldb, N, kd, C, ldc);
+  else
+    moe_cpu_gemm_nt(A, lda, M, B.f32, ldb, N, kd, C, ldc);
 }
 
 /* First projection + activation for every segment into Hbuf. */
@@ -99,21 +123,23 @@ static void ffn_up(const moeCpuFfnShape *s, const moeCpuFfnSeg *segs, int64_t ns
     const int64_t i0 = (it % nblk) * nb1, nb = F - i0 < nb1 ? F - i0 : nb1;
     float *tile = tiles + (int64_t)omp_get_thread_num() * tile_floats;
     /* up rows (the only rows when non-gated) then gate rows */
-    const float *Bu = weight_rows(g->w1, s->dtype, (s->gated ? F : 0) + i0, nb, d, tile);
-    const float *Bg = s->gated ? weight_rows(g->w1, s->dtype, i0, nb, d, tile + nb * d) : NULL;
+    const moeCpuB Bu = weight_rows(g->w1, s->dtype, (s->gated ? F : 0) + i0, nb, d, tile);
+    const moeCpuB Bg =
+        s->gated ? weight_rows(g->w1, s->dtype, i0, nb, d, tile + nb * d) : (moeCpuB){NULL, NULL};
+    const int has_gate = s->gated;
     const float *bu = g->b1 ? g->b1 + (s->gated ? F : 0) + i0 : NULL;
     const float *bg = g->b1 ? g->b1 + i0 : NULL;
     float accu[ROWS_STEP * NB_MAX], accg[ROWS_STEP * NB_MAX];
     for (int64_t m = 0; m < g->rows; m += ROWS_STEP) {
       const int64_t mr = g->rows - m < ROWS_STEP ? g->rows - m : ROWS_STEP;
       const float *A = X + (g->row0 + m) * d;
-      moe_cpu_gemm_nt(A, d, mr, Bu, d, nb, d, accu, nb);
-      if (Bg) moe_cpu_gemm_nt(A, d, mr, Bg, d, nb, d, accg, nb);
+      gemm_b(A, d, mr, Bu, d, nb, d, accu, nb);
+      if (has_gate) gemm_b(A, d, mr, Bg, d, nb, d, accg, nb);
       for (int64_t r = 0; r < mr; ++r) {
         float *h = Hbuf + (g->row0 + m + r) * F + i0;
         for (int64_t c = 0; c < nb; ++c) {
           const float u = accu[r * nb + c] + (bu ? bu[c] : 0.0f);
-          const float gg = Bg ? accg[r * nb + c] + (bg ? bg[c] : 0.0f) : 0.0f;
+          const float gg = has_gate ? accg[r * nb + c] + (bg ? bg[c] : 0.0f) : 0.0f;
           h[c] = round_dtype(s->dtype, activate(s, gg, u));
         }
       }
@@ -143,12 +169,12 @@ static void linear_segments(const moeCpuLinear *L, const moeCpuFfnSeg *segs, int
     if (g->rows <= 0) continue;
     const int64_t n0 = (it % nblk) * nb2, nb = N - n0 < nb2 ? N - n0 : nb2;
     float *tile = tiles + (int64_t)omp_get_thread_num() * tile_floats;
-    const float *B = weight_rows(g->w2, L->dtype, n0, nb, kd, tile);
+    const moeCpuB B = weight_rows(g->w2, L->dtype, n0, nb, kd, tile);
     const float *b = g->b2 ? g->b2 + n0 : NULL;
     float acc[ROWS_STEP * NB_MAX];
     for (int64_t m = 0; m < g->rows; m += ROWS_STEP) {
       const int64_t mr = g->rows - m < ROWS_STEP ? g->rows - m : ROWS_STEP;
-      moe_cpu_gemm_nt(X + (g->row0 + m) * kd, kd, mr, B, kd, nb, kd, acc, nb);
+      gemm_b(X + (g->row0 + m) * kd, kd, mr, B, kd, nb, kd, acc, nb);
       for (int64_t r = 0; r < mr; ++r) {
         const int64_t xrow = g->row0 + m + r, orow = g->out_row0 + m + r;
         float *a32 = L->acc32 ? L->acc32 + xrow * N + n0 : NULL;

@@ -54,9 +54,46 @@ static inline __attribute__((always_inline)) void kernel(const int mr, const int
     }
 }
 
+static inline float bf16_f32(uint16_t h) {
+  const uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/* The same block with B in bf16, widened in registers (exactly: bf16 -> fp32 is a shift), so
+ * the arithmetic and its order are those of kernel(): the same bits. */
+static inline __attribute__((always_inline)) void kernel_bf16(const int mr, const int nr,
+                                                              const float *restrict A, int64_t lda,
+                                                              const uint16_t *restrict B,
+                                                              int64_t ldb, int64_t kd,
+                                                              float *restrict C, int64_t ldc) {
+  float acc[MR_MAX][NR_MAX][LANES];
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j)
+      for (int l = 0; l < LANES; ++l) acc[i][j][l] = 0.0f;
+  const int64_t k8 = kd & ~(int64_t)(LANES - 1);
+  for (int64_t k = 0; k < k8; k += LANES) {
+    float bv[NR_MAX][LANES];
+    for (int j = 0; j < nr; ++j)
+      for (int l = 0; l < LANES; ++l) bv[j][l] = bf16_f32(B[j * ldb + k + l]);
+    for (int i = 0; i < mr; ++i) {
+      const float *a = A + i * lda + k;
+      for (int j = 0; j < nr; ++j)
+        for (int l = 0; l < LANES; ++l) acc[i][j][l] += a[l] * bv[j][l];
+    }
+  }
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j) {
+      float s = lane_sum(acc[i][j]);
+      for (int64_t k = k8; k < kd; ++k) s += A[i * lda + k] * bf16_f32(B[j * ldb + k]);
+      C[i * ldc + j] = s;
+    }
+}
+
 /* The blocked loop over C for an MR x NR register block. Tails use smaller blocks of the same
  * kernel, which computes the same bits per element. */
-#define GEMM_BODY(MR, NR)                                                                          \
+#define GEMM_BODY(kernel, MR, NR)                                                                  \
   int64_t m = 0;                                                                                   \
   for (; m + MR <= M; m += MR) {                                                                   \
     int64_t n = 0;                                                                                 \
@@ -75,7 +112,12 @@ static inline __attribute__((always_inline)) void kernel(const int mr, const int
 /* Baseline x86-64 (SSE2: 16 xmm registers): 4 x 2 blocks, 8 pairs x 2 xmm accumulators. */
 static void gemm_generic(const float *A, int64_t lda, int64_t M, const float *B, int64_t ldb,
                          int64_t N, int64_t kd, float *C, int64_t ldc) {
-  GEMM_BODY(4, 2)
+  GEMM_BODY(kernel, 4, 2)
+}
+
+static void gemm_bf16_generic(const float *A, int64_t lda, int64_t M, const uint16_t *B,
+                              int64_t ldb, int64_t N, int64_t kd, float *C, int64_t ldc) {
+  GEMM_BODY(kernel_bf16, 4, 2)
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(MOE_NO_AVX2)
@@ -85,7 +127,14 @@ static void gemm_generic(const float *A, int64_t lda, int64_t M, const float *B,
 __attribute__((target("avx2"))) static void gemm_avx2(const float *A, int64_t lda, int64_t M,
                                                       const float *B, int64_t ldb, int64_t N,
                                                       int64_t kd, float *C, int64_t ldc) {
-  GEMM_BODY(3, 4)
+  GEMM_BODY(kernel, 3, 4)
+}
+
+__attribute__((target("avx2"))) static void gemm_bf16_avx2(const float *A, int64_t lda, int64_t M,
+                                                           const uint16_t *B, int64_t ldb,
+                                                           int64_t N, int64_t kd, float *C,
+                                                           int64_t ldc) {
+  GEMM_BODY(kernel_bf16, 3, 4)
 }
 #endif
 
@@ -98,6 +147,17 @@ void moe_cpu_gemm_nt(const float *A, int64_t lda, int64_t M, const float *B, int
   }
 #endif
   gemm_generic(A, lda, M, B, ldb, N, kd, C, ldc);
+}
+
+void moe_cpu_gemm_nt_bf16(const float *A, int64_t lda, int64_t M, const uint16_t *B, int64_t ldb,
+                          int64_t N, int64_t kd, float *C, int64_t ldc) {
+#ifdef MOE_HAVE_AVX2_PATH
+  if (__builtin_cpu_supports("avx2")) {
+    gemm_bf16_avx2(A, lda, M, B, ldb, N, kd, C, ldc);
+    return;
+  }
+#endif
+  gemm_bf16_generic(A, lda, M, B, ldb, N, kd, C, ldc);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(MOE_NO_F16C)
