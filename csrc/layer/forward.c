@@ -110,7 +110,7 @@ static moeStatus_t forward_impl(moeLayer_t l, int64_t T, const void *x, void *y,
                                 void *workspace, size_t workspace_bytes, moeStream_t stream) {
   moeWorkspacePlan p;
   MOE_TRY(plan_workspace(l, T, &p));
-  char *ws;
+  char *ws = NULL;
   MOE_TRY(resolve_workspace(l, workspace, workspace_bytes, p.total, &ws));
   const moeBackendOps *ops = l->ctx->ops;
   stream = moe_stream_or_default(l->ctx, stream);
@@ -217,7 +217,7 @@ static moeStatus_t stage_scratch(moeLayer_t l, int64_t T, void *workspace, size_
   if (needed == SIZE_MAX)
     return moe_error(moeErrorInvalidArgument, "num_tokens = %lld: scratch size overflows",
                      (long long)T);
-  char *base;
+  char *base = NULL;
   MOE_TRY(resolve_workspace(l, workspace, workspace_bytes, needed, &base));
   scratch->ptr = base;
   scratch->bytes = needed;

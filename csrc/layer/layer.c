@@ -33,8 +33,10 @@ static void layer_free(moeLayer_t l) {
   free(l);
 }
 
-/* n elements of elem bytes each, with overflow checks; the name goes into the message. */
-static moeStatus_t alloc_zeroed(moeLayer_t l, const char *name, int64_t n, size_t elem,
+/* n elements of elem bytes each, with overflow checks; the name goes into the message.
+ * Matrices are left uninitialized (forward refuses weights that were never set); vectors that
+ * have a meaningful default (biases: zero) are zeroed. */
+static moeStatus_t alloc_buffer(moeLayer_t l, const char *name, int64_t n, size_t elem, int zero,
                                 void **ptr) {
   *ptr = NULL;
   if (n <= 0) return moeSuccess;
@@ -46,8 +48,11 @@ static moeStatus_t alloc_zeroed(moeLayer_t l, const char *name, int64_t n, size_
   if (st != moeSuccess)
     return moe_error(st, "allocating %s (%zu bytes) failed: %s", name, bytes,
                      moeGetLastErrorMessage());
-  return l->ctx->ops->memset_zero(l->ctx, *ptr, bytes, l->ctx->stream);
+  return zero ? l->ctx->ops->memset_zero(l->ctx, *ptr, bytes, l->ctx->stream) : moeSuccess;
 }
+
+#define alloc_matrix(l, name, n, elem, ptr) alloc_buffer(l, name, n, elem, 0, ptr)
+#define alloc_zeroed(l, name, n, elem, ptr) alloc_buffer(l, name, n, elem, 1, ptr)
 
 /* a * b * c with overflow detection (all operands >= 0). */
 static int mul3_overflows(int64_t a, int64_t b, int64_t c, int64_t *out) {
@@ -64,19 +69,20 @@ static moeStatus_t layer_allocate(moeLayer_t l) {
       mul3_overflows(l->S, l->GIs, l->H, &n_shared_gate_up) ||
       mul3_overflows(l->S, l->H, l->Is, &n_shared_down))
     return moe_error(moeErrorInvalidConfig, "expert weight sizes overflow int64");
-  MOE_TRY(alloc_zeroed(l, "router_weight", (int64_t)l->E * l->Hr, 4, (void **)&l->router_weight));
+  /* Largest first, so that a layer too big for memory fails before anything is touched. */
+  MOE_TRY(alloc_matrix(l, "w_gate_up", n_gate_up, el, &l->w_gate_up));
+  MOE_TRY(alloc_matrix(l, "w_down", n_down, el, &l->w_down));
+  MOE_TRY(alloc_matrix(l, "router_weight", (int64_t)l->E * l->Hr, 4, (void **)&l->router_weight));
   MOE_TRY(alloc_zeroed(l, "selection_bias", l->E, 4, (void **)&l->selection_bias));
-  MOE_TRY(alloc_zeroed(l, "w_gate_up", n_gate_up, el, &l->w_gate_up));
-  MOE_TRY(alloc_zeroed(l, "w_down", n_down, el, &l->w_down));
   if (l->cfg.expert_bias) {
     MOE_TRY(alloc_zeroed(l, "b_gate_up", (int64_t)l->E_local * l->GI, 4, (void **)&l->b_gate_up));
     MOE_TRY(alloc_zeroed(l, "b_down", (int64_t)l->E_local * l->Hr, 4, (void **)&l->b_down));
   }
-  MOE_TRY(alloc_zeroed(l, "shared_gate_up", n_shared_gate_up, el, &l->shared_gate_up));
-  MOE_TRY(alloc_zeroed(l, "shared_down", n_shared_down, el, &l->shared_down));
+  MOE_TRY(alloc_matrix(l, "shared_gate_up", n_shared_gate_up, el, &l->shared_gate_up));
+  MOE_TRY(alloc_matrix(l, "shared_down", n_shared_down, el, &l->shared_down));
   if (l->heads > 1) {
-    MOE_TRY(alloc_zeroed(l, "head_weight", l->H * l->H, el, &l->head_weight));
-    MOE_TRY(alloc_zeroed(l, "merge_weight", l->H * l->H, el, &l->merge_weight));
+    MOE_TRY(alloc_matrix(l, "head_weight", l->H * l->H, el, &l->head_weight));
+    MOE_TRY(alloc_matrix(l, "merge_weight", l->H * l->H, el, &l->merge_weight));
     MOE_TRY(alloc_zeroed(l, "head_bias", l->H, 4, (void **)&l->head_bias));
     MOE_TRY(alloc_zeroed(l, "merge_bias", l->H, 4, (void **)&l->merge_bias));
   }
@@ -130,6 +136,8 @@ moeStatus_t moe_layer_create_local(moeLayer_t *layer, moeContext_t ctx,
 
 moeStatus_t moeLayerCreate(moeLayer_t *layer, moeContext_t ctx, const moeLayerConfig_t *config) {
   moe_clear_error();
+  MOE_CHECK_NOT_NULL(layer);
+  *layer = NULL;
   MOE_CHECK_NOT_NULL(config);
   MOE_CHECK_NOT_NULL(ctx);
   moeLayerConfig_t cfg;
@@ -242,7 +250,7 @@ moeStatus_t moeLayerSetExpertWeights(moeLayer_t layer, int32_t expert, const voi
   MOE_CHECK_NOT_NULL(down);
   MOE_TRY(check_src_dtype(src_dtype));
   MOE_TRY(check_gate(layer, gate));
-  int32_t e;
+  int32_t e = 0;
   MOE_TRY(local_expert(layer, expert, &e));
   const moeDtype_t dt = layer->cfg.dtype;
   const int64_t IH = layer->I * layer->Hr;
@@ -287,7 +295,7 @@ moeStatus_t moeLayerSetExpertBiases(moeLayer_t layer, int32_t expert, const void
   if (!layer->cfg.expert_bias)
     return moe_error(moeErrorInvalidConfig,
                      "moeLayerSetExpertBiases: the layer was created with config.expert_bias = 0");
-  int32_t e;
+  int32_t e = 0;
   MOE_TRY(local_expert(layer, expert, &e));
   MOE_TRY(upload_converted(layer, layer->b_gate_up, moeFloat32, (int64_t)e * layer->GI,
                            gate_up_bias, src_dtype, layer->GI));
