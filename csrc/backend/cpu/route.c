@@ -240,6 +240,9 @@ static void zero_stats(const moeLayer *L, const moeRouterStats_t *st) {
 moeStatus_t moe_cpu_route(const moeLayer *L, const moeRouteArgs *a, moeScratch scratch,
                           moeStream_t stream) {
   const int64_t T = a->T, E = L->E, K = L->K, Hr = L->Hr;
+  if (E > 4096) /* per-token selections live in fixed [4096] arrays (moe.h: E <= 4096) */
+    return moe_error(moeErrorNotSupported, "route: num_experts = %lld exceeds the CPU limit 4096",
+                     (long long)E);
   if (T <= 0) {
     zero_stats(L, a->stats);
     return moeSuccess;
