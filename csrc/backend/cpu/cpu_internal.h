@@ -77,6 +77,11 @@ void moe_cpu_gemm_nt(const float *A, int64_t lda, int64_t M, const float *B, int
 void moe_cpu_gemm_nt_bf16(const float *A, int64_t lda, int64_t M, const uint16_t *B, int64_t ldb,
                           int64_t N, int64_t kd, float *C, int64_t ldc);
 
+/* The same with B in f16, widened by F16C: only when moe_cpu_has_f16_gemm() (AVX2 + F16C). */
+int moe_cpu_has_f16_gemm(void);
+void moe_cpu_gemm_nt_f16(const float *A, int64_t lda, int64_t M, const uint16_t *B, int64_t ldb,
+                         int64_t N, int64_t kd, float *C, int64_t ldc);
+
 /* Rows [row0, row0 + rows) of a [*, cols] matrix of the given dtype, as fp32 into dst
  * (dst row stride cols). */
 void moe_cpu_rows_to_f32(float *dst, const void *src, moeDtype_t dtype, int64_t row0, int64_t rows,

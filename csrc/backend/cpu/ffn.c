@@ -82,18 +82,21 @@ static inline float round_dtype(moeDtype_t dtype, float v) {
 typedef struct {
   const float *f32;
   const uint16_t *bf16;
+  const uint16_t *f16;
 } moeCpuB;
 
 /* Rows [row0, row0 + nb) of a dtype matrix with kd columns: read in place when fp32 or bf16
  * (bf16 is widened in registers: measured faster than a converted fp32 tile from 1 to 256 rows
- * per expert, and the same bits), converted into tile when f16. */
+ * per expert, and the same bits), f16 too where F16C does it, else converted into tile. */
 static moeCpuB weight_rows(const void *w, moeDtype_t dtype, int64_t row0, int64_t nb, int64_t kd,
                            float *tile) {
-  moeCpuB b = {NULL, NULL};
+  moeCpuB b = {NULL, NULL, NULL};
   if (dtype == moeFloat32) {
     b.f32 = (const float *)w + row0 * kd;
   } else if (dtype == moeBFloat16) {
     b.bf16 = (const uint16_t *)w + row0 * kd;
+  } else if (moe_cpu_has_f16_gemm()) {
+    b.f16 = (const uint16_t *)w + row0 * kd;
   } else {
     moe_cpu_rows_to_f32(tile, w, dtype, row0, nb, kd);
     b.f32 = tile;
@@ -105,6 +108,8 @@ static void gemm_b(const float *A, int64_t lda, int64_t M, moeCpuB B, int64_t ld
                    int64_t kd, float *C, int64_t ldc) {
   if (B.bf16)
     moe_cpu_gemm_nt_bf16(A, lda, M, B.bf16, ldb, N, kd, C, ldc);
+  else if (B.f16)
+    moe_cpu_gemm_nt_f16(A, lda, M, B.f16, ldb, N, kd, C, ldc);
   else
     moe_cpu_gemm_nt(A, lda, M, B.f32, ldb, N, kd, C, ldc);
 }
@@ -124,8 +129,8 @@ static void ffn_up(const moeCpuFfnShape *s, const moeCpuFfnSeg *segs, int64_t ns
     float *tile = tiles + (int64_t)omp_get_thread_num() * tile_floats;
     /* up rows (the only rows when non-gated) then gate rows */
     const moeCpuB Bu = weight_rows(g->w1, s->dtype, (s->gated ? F : 0) + i0, nb, d, tile);
-    const moeCpuB Bg =
-        s->gated ? weight_rows(g->w1, s->dtype, i0, nb, d, tile + nb * d) : (moeCpuB){NULL, NULL};
+    const moeCpuB Bg = s->gated ? weight_rows(g->w1, s->dtype, i0, nb, d, tile + nb * d)
+                                : (moeCpuB){NULL, NULL, NULL};
     const int has_gate = s->gated;
     const float *bu = g->b1 ? g->b1 + (s->gated ? F : 0) + i0 : NULL;
     const float *bg = g->b1 ? g->b1 + i0 : NULL;

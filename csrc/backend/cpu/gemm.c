@@ -8,6 +8,10 @@
  * then the tail elements are added in increasing k. */
 #include "backend/cpu/cpu_internal.h"
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #define LANES 8
 #define MR_MAX 4
 #define NR_MAX 4
@@ -136,7 +140,61 @@ __attribute__((target("avx2"))) static void gemm_bf16_avx2(const float *A, int64
                                                            int64_t ldc) {
   GEMM_BODY(kernel_bf16, 3, 4)
 }
+
+#ifndef MOE_NO_F16C
+#define MOE_HAVE_F16_DIRECT 1
+/* The block with B in f16, widened in registers by F16C (exact, like the scalar conversion). */
+__attribute__((target("avx2,f16c"))) static inline __attribute__((always_inline)) void kernel_f16(
+    const int mr, const int nr, const float *restrict A, int64_t lda, const uint16_t *restrict B,
+    int64_t ldb, int64_t kd, float *restrict C, int64_t ldc) {
+  float acc[MR_MAX][NR_MAX][LANES];
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j)
+      for (int l = 0; l < LANES; ++l) acc[i][j][l] = 0.0f;
+  const int64_t k8 = kd & ~(int64_t)(LANES - 1);
+  for (int64_t k = 0; k < k8; k += LANES) {
+    float bv[NR_MAX][LANES];
+    for (int j = 0; j < nr; ++j)
+      _mm256_storeu_ps(bv[j], _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(B + j * ldb + k))));
+    for (int i = 0; i < mr; ++i) {
+      const float *a = A + i * lda + k;
+      for (int j = 0; j < nr; ++j)
+        for (int l = 0; l < LANES; ++l) acc[i][j][l] += a[l] * bv[j][l];
+    }
+  }
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j) {
+      float s = lane_sum(acc[i][j]);
+      for (int64_t k = k8; k < kd; ++k) s += A[i * lda + k] * moe_f16_to_f32(B[j * ldb + k]);
+      C[i * ldc + j] = s;
+    }
+}
+
+__attribute__((target("avx2,f16c"))) static void gemm_f16_avx2(const float *A, int64_t lda,
+                                                               int64_t M, const uint16_t *B,
+                                                               int64_t ldb, int64_t N, int64_t kd,
+                                                               float *C, int64_t ldc) {
+  GEMM_BODY(kernel_f16, 3, 4)
+}
 #endif
+#endif
+
+int moe_cpu_has_f16_gemm(void) {
+#ifdef MOE_HAVE_F16_DIRECT
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+#else
+  return 0;
+#endif
+}
+
+void moe_cpu_gemm_nt_f16(const float *A, int64_t lda, int64_t M, const uint16_t *B, int64_t ldb,
+                         int64_t N, int64_t kd, float *C, int64_t ldc) {
+#ifdef MOE_HAVE_F16_DIRECT
+  gemm_f16_avx2(A, lda, M, B, ldb, N, kd, C, ldc);
+#else
+  (void)A, (void)lda, (void)M, (void)B, (void)ldb, (void)N, (void)kd, (void)C, (void)ldc;
+#endif
+}
 
 void moe_cpu_gemm_nt(const float *A, int64_t lda, int64_t M, const float *B, int64_t ldb, int64_t N,
                      int64_t kd, float *C, int64_t ldc) {
@@ -161,7 +219,6 @@ void moe_cpu_gemm_nt_bf16(const float *A, int64_t lda, int64_t M, const uint16_t
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(MOE_NO_F16C)
-#include <immintrin.h>
 #define MOE_HAVE_F16C_PATH 1
 /* f16 -> fp32 with the F16C instruction: exact, like the scalar conversion, 8 at a time. */
 __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(float *dst, const uint16_t *src,
