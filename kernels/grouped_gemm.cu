@@ -1,0 +1,55 @@
+// Grouped GEMM entry: the m-tile schedule over device group offsets, then the tensor-core
+// (bf16 / f16) or SIMT (fp32) kernel on a grid sized for the worst case.
+#include "grouped_gemm.h"
+
+#include <cub/block/block_scan.cuh>
+
+#include "gemm_tc.h"
+#include "moe_kernels_common.cuh"
+
+namespace {
+
+// tiles[g] = sum_{h < g} ceil(rows_h / BM), g = 0..G; one block.
+__global__ void __launch_bounds__(1024)
+tile_schedule_kernel(const int64_t *__restrict__ offsets, int G, int BM, int32_t *__restrict__ tiles) {
+  using Scan = cub::BlockScan<int, 1024>;
+  __shared__ typename Scan::TempStorage temp;
+  __shared__ int carry;
+  if (threadIdx.x == 0) carry = 0;
+  __syncthreads();
+  for (int base = 0; base < G; base += 1024) {
+    const int g = base + static_cast<int>(threadIdx.x);
+    int n = 0;
+    if (g < G) {
+      const int64_t rows = offsets[g + 1] - offsets[g];
+      n = static_cast<int>((rows + BM - 1) / BM);
+    }
+    int excl, total;
+    Scan(temp).ExclusiveSum(n, excl, total);
+    const int c = carry;
+    if (g < G) tiles[g] = c + excl;
+    __syncthreads();  // every thread read carry and the scan storage
+    if (threadIdx.x == 0) carry = c + total;
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) tiles[G] = carry;
+}
+
+}  // namespace
+
+extern "C" cudaError_t moe_grouped_gemm_init(void) { return moe_gemm_tc_init(); }
+
+extern "C" cudaError_t moe_launch_grouped_gemm(const moeGemmParams *p, cudaStream_t stream) {
+  if (p->M <= 0 || p->N <= 0) return cudaSuccess;
+  const bool tc = p->dtype != moe_kernels::kF32;
+  const int BM = tc ? moe_gemm_tc_block_m() : moe_gemm_simt_block_m();
+  int64_t m_tiles = (p->M + BM - 1) / BM;
+  if (p->group_offsets) {
+    if (p->num_groups <= 0 || !p->tile_scratch) return cudaErrorInvalidValue;
+    tile_schedule_kernel<<<1, 1024, 0, stream>>>(p->group_offsets, p->num_groups, BM, p->tile_scratch);
+    cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+    m_tiles += p->num_groups;  // each group wastes at most one partial tile
+  }
+  return tc ? moe_launch_gemm_tc(p, m_tiles, stream) : moe_launch_gemm_simt(p, m_tiles, stream);
+}

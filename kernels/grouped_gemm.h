@@ -1,0 +1,63 @@
+/* Grouped GEMM for the expert FFN, shared experts and the MH-MoE projections:
+ *
+ *   C[r, n] = epilogue( sum_k A[src(r), k] * B[g(r)][n, k] )
+ *
+ * Rows are grouped (one group per local expert, rows [group_offsets[g], group_offsets[g+1])
+ * read from device memory, so no host synchronization is needed); src(r) gathers token rows
+ * through sorted_pairs (gather[r] / gather_div) so that no permuted copy of x exists. B is the
+ * nn.Linear layout [N, K] per group. bf16/f16 run on tensor cores (mma.sync m16n8k16, fp32
+ * accumulate, cp.async pipeline); fp32 runs on a SIMT FMA kernel. Deterministic: each output
+ * is one thread's fixed-order sum.
+ *
+ * Epilogue, in fp32: v = acc * row_scale + bias; gated (SwiGLU family): output column i uses
+ * v_gate = column i and v_up = column Nout + i of B, with Nout = N / 2; then the activation; then
+ * + accum_in (fp32) + add (dtype); stored as dtype, or fp32 when c_f32. */
+#ifndef MOE_KERNELS_GROUPED_GEMM_H
+#define MOE_KERNELS_GROUPED_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MOE_GEMM_ACT_NONE (-1) /* else a moeActivation_t */
+
+typedef struct {
+  int32_t dtype;                 /* moeDtype_t of A, B, add and (unless c_f32) C */
+  int64_t M;                     /* rows: the most rows the groups can hold (grid size) */
+  int64_t N, K;                  /* columns of B (2 * Nout when gated), reduction length */
+  int32_t num_groups;            /* > 0 with group_offsets; ignored without */
+  const int64_t *group_offsets;  /* [num_groups + 1] device, or NULL: one group of rows [0, M) */
+  int32_t *tile_scratch;         /* [num_groups + 1] int32 device scratch (with group_offsets) */
+  const void *A;
+  int64_t lda;
+  const int64_t *gather;         /* row r reads A row gather[r] / gather_div; NULL = row r */
+  int64_t gather_div;
+  const float *row_scale;        /* scale of row r: row_scale[gather ? gather[r] : r], or NULL */
+  const void *B;
+  int64_t b_group_stride;        /* elements between groups' B */
+  const float *bias;             /* [N] per group or NULL */
+  int64_t bias_group_stride;
+  int32_t act;                   /* MOE_GEMM_ACT_NONE or moeActivation_t */
+  int32_t gated;
+  float alpha, limit;            /* SwiGLUClamped */
+  const float *accum_in;         /* fp32 [rows, ldc] or NULL */
+  const void *add;               /* dtype [rows, ldc] or NULL */
+  void *C;
+  int64_t ldc;
+  int32_t c_f32;
+} moeGemmParams;
+
+/* Once per device (context creation): kernel attributes, e.g. the tensor-core kernel's 64 KiB of
+ * dynamic shared memory. Not capturable; launches afterwards are. */
+cudaError_t moe_grouped_gemm_init(void);
+
+cudaError_t moe_launch_grouped_gemm(const moeGemmParams *p, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
