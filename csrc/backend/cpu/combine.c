@@ -21,7 +21,8 @@ moeStatus_t moe_cpu_combine(const moeLayer *L, const moeCombineArgs *a, moeStrea
       return moe_error(moeErrorInvalidArgument,
                        "combine: pair_rows[%lld] = %lld outside [-1, T * K = %lld)", (long long)p,
                        (long long)a->pair_rows[p], (long long)TK);
-#pragma omp parallel for schedule(static) num_threads(moe_cpu_threads(L))
+#pragma omp parallel for schedule(static) \
+    num_threads(moe_cpu_threads(L)) if (TK * Hr >= MOE_CPU_PAR_MIN)
   for (int64_t t = 0; t < T; ++t) {
     float acc[COLS], row[COLS];
     for (int64_t c0 = 0; c0 < Hr; c0 += COLS) {

@@ -19,6 +19,11 @@
 /* Bytes every scratch sub-buffer is aligned to. */
 #define MOE_CPU_ALIGN ((size_t)64)
 
+/* Work (multiply-adds or elements moved) below which a parallel region runs on one thread:
+ * waking the team costs more than it saves, and on a loaded machine a descheduled team member
+ * stalls the region's barrier for a whole time slice. */
+#define MOE_CPU_PAR_MIN ((int64_t)1 << 16)
+
 /* Threads a stage may use: the context's num_threads, else OpenMP's default. >= 1. */
 int moe_cpu_threads(const moeLayer *layer);
 

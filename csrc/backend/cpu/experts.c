@@ -118,7 +118,7 @@ moeStatus_t moe_cpu_experts(const moeLayer *L, const moeExpertsArgs *a, moeScrat
       g->rows = hi - lo;
       g->out_row0 = lo;
     }
-#pragma omp parallel for schedule(static) num_threads(nth)
+#pragma omp parallel for schedule(static) num_threads(nth) if (n * Hr >= MOE_CPU_PAR_MIN)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t pair = a->sorted_pairs[p0 + i];
       float *row = X32 + i * Hr;
@@ -174,7 +174,7 @@ moeStatus_t moe_cpu_shared_experts(const moeLayer *L, const moeSharedArgs *a, mo
   const size_t es = moe_dtype_size(L->cfg.dtype);
   for (int64_t t0 = 0; t0 < T; t0 += P) {
     const int64_t n = T - t0 < P ? T - t0 : P;
-#pragma omp parallel for schedule(static) num_threads(nth)
+#pragma omp parallel for schedule(static) num_threads(nth) if (n * H >= MOE_CPU_PAR_MIN)
     for (int64_t i = 0; i < n; ++i)
       moe_cpu_rows_to_f32(X32 + i * H, a->x, L->cfg.dtype, t0 + i, 1, H);
     for (int32_t s = 0; s < S; ++s) {
@@ -225,7 +225,7 @@ moeStatus_t moe_cpu_project(const moeLayer *L, const moeProjectArgs *a, moeScrat
   /* Rows of a pass are read into X32 before any of them is written, so out may alias x. */
   for (int64_t t0 = 0; t0 < T; t0 += P) {
     const int64_t n = T - t0 < P ? T - t0 : P;
-#pragma omp parallel for schedule(static) num_threads(nth)
+#pragma omp parallel for schedule(static) num_threads(nth) if (n * H >= MOE_CPU_PAR_MIN)
     for (int64_t i = 0; i < n; ++i)
       moe_cpu_rows_to_f32(X32 + i * H, a->x, L->cfg.dtype, t0 + i, 1, H);
     moe_cpu_linear_run(L->cfg.dtype, X32, n, H, a->weight, H, a->bias, a->add, t0, a->out, t0,

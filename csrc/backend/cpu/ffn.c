@@ -121,7 +121,10 @@ static void ffn_up(const moeCpuFfnShape *s, const moeCpuFfnSeg *segs, int64_t ns
   const int per = s->gated ? 2 : 1;
   const int64_t nb1 = block_features(d, per), nblk = (F + nb1 - 1) / nb1;
   const int64_t items = nseg * nblk;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
+  int64_t rows = 0;
+  for (int64_t i = 0; i < nseg; ++i) rows += segs[i].rows;
+  const int par = rows * d * F * per >= MOE_CPU_PAR_MIN;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (par)
   for (int64_t it = 0; it < items; ++it) {
     const moeCpuFfnSeg *g = &segs[it / nblk];
     if (g->rows <= 0) continue;
@@ -168,7 +171,10 @@ static void linear_segments(const moeCpuLinear *L, const moeCpuFfnSeg *segs, int
   const int64_t kd = L->kd, N = L->N;
   const int64_t nb2 = block_features(kd, 1), nblk = (N + nb2 - 1) / nb2;
   const int64_t items = nseg * nblk;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
+  int64_t rows = 0;
+  for (int64_t i = 0; i < nseg; ++i) rows += segs[i].rows;
+  const int par = rows * kd * N >= MOE_CPU_PAR_MIN;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (par)
   for (int64_t it = 0; it < items; ++it) {
     const moeCpuFfnSeg *g = &segs[it / nblk];
     if (g->rows <= 0) continue;

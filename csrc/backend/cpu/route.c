@@ -276,7 +276,7 @@ moeStatus_t moe_cpu_route(const moeLayer *L, const moeRouteArgs *a, moeScratch s
   char *tbase = ar.base + ar.used + pad;
   const int64_t eb = Hr >= 32768 / 4 ? 4 : 32768 / Hr; /* router rows per block: ~128 KiB */
 
-#pragma omp parallel num_threads(nth)
+#pragma omp parallel num_threads(nth) if (T * E * Hr >= MOE_CPU_PAR_MIN)
   {
     moeCpuArena mine = {tbase + (size_t)omp_get_thread_num() * per, per, 0};
     float *xb = moe_cpu_take(&mine, (uint64_t)ROWS_BLOCK * (uint64_t)Hr, 4);

@@ -51,7 +51,7 @@ void moe_cpu_apply_capacity(const moeLayer *L, int64_t T, int32_t *ids, float *w
     for (int32_t e = 0; e < E; ++e) wk->kept[e] = wk->start[e]; /* cursor */
     for (int64_t p = 0; p < TK; ++p)
       if (ids[p] >= 0) wk->order[wk->kept[ids[p]]++] = p;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(moe_cpu_threads(L))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(moe_cpu_threads(L)) if (TK >= 4096)
     for (int32_t e = 0; e < E; ++e) {
       const int64_t lo = wk->start[e], n = wk->start[e + 1] - lo;
       if (n <= C) continue;
@@ -99,7 +99,7 @@ void moe_cpu_expert_choice(const moeLayer *L, int64_t T, const float *P, int32_t
   /* experts in parallel, each sorting its column with its own [T] slices of order/tmp (they
    * hold T * E entries); each expert writes only its own slot of each token */
   const int nth = moe_cpu_threads(L) < E ? moe_cpu_threads(L) : E;
-#pragma omp parallel num_threads(nth)
+#pragma omp parallel num_threads(nth) if (T * E >= 4096)
   {
     int64_t *order = wk->order + (int64_t)omp_get_thread_num() * T;
     int64_t *tmp = wk->tmp + (int64_t)omp_get_thread_num() * T;
