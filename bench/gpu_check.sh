@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# One command for a machine with an NVIDIA GPU: configure + build (Release, CUDA), every ctest
+# suite (GPU ones included), compute-sanitizer memcheck and racecheck on the GPU test binary,
+# and the moe-bench sweep of every preset at full size. Everything goes into one results file,
+#   bench/results/<date>-<gpu>-<commit>.md   (+ <same>.json, the bench results of every preset)
+# also copied to $OUT when that is set. A short summary table is printed last.
+#
+#   bash bench/gpu_check.sh
+#   MOE_BENCH_COMMIT=$(git rev-parse --short HEAD) bash bench/gpu_check.sh   # tree without .git
+#
+# Environment (defaults aim at ~8 minutes on an H100 with a hard stop at 470 s; not yet run on
+# a GPU, so the split between build, tests and sweep is an estimate):
+#   MOE_BENCH_TOKENS   token counts of the sweep            [1,8,64,256,1024,4096,16384]
+#   MOE_BENCH_PRESETS  presets, space-separated             [all of moe-bench --list]
+#   MOE_BENCH_ITERS    timed replays per T                  [automatic, see MOE_BENCH_MAX_TIME]
+#   MOE_BENCH_MAX_TIME seconds of timed replays per T (automatic iterations, 10..200) [0.5]
+#   MOE_BENCH_CHECK_TOKENS  tokens per T checked against the naive double reference; 0 = no
+#                      --check                              [1]
+#   MOE_GPU_CHECK_DEADLINE_S  the whole script's time limit: each step's timeout is cut to what
+#                      is left, later steps are skipped (and say so) when it is spent [470]
+#   MOE_CUDA_ARCHS     CMAKE_CUDA_ARCHITECTURES             [the project's default]
+#   MOE_SANITIZER_FILTER  --gtest_filter for the sanitizer runs            [*]
+#   MOE_CMAKE_ARGS     extra configure arguments (word-split), e.g. -DMOE_WITH_MPI=OFF
+#   MOE_BENCH_BACKEND  moe-bench --backend                  [cuda]
+#   BUILD_DIR          build directory                      [build]
+#   JOBS               build parallelism                    [16]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+elapsed() { echo $(($(date +%s) - start)); }
+
+build="${BUILD_DIR:-build}"
+jobs="${JOBS:-16}"
+tokens="${MOE_BENCH_TOKENS:-1,8,64,256,1024,4096,16384}"
+iters="${MOE_BENCH_ITERS:-}"
+check_tokens="${MOE_BENCH_CHECK_TOKENS:-1}"
+bench_args=(--max-time "${MOE_BENCH_MAX_TIME:-0.5}")
+[ -n "$iters" ] && bench_args+=(--iters "$iters")
+if [ "$check_tokens" -gt 0 ] 2>/dev/null; then
+  bench_args+=(--check --check-tokens "$check_tokens")
+fi
+deadline="${MOE_GPU_CHECK_DEADLINE_S:-470}"
+# Seconds a step may take: its own cap, or what is left before the deadline if less.
+cap() { local left=$((deadline - $(elapsed))); [ "$1" -lt "$left" ] && echo "$1" || echo "$left"; }
+filter="${MOE_SANITIZER_FILTER:-*}"
+commit="${MOE_BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+export MOE_BENCH_COMMIT="$commit"
+
+if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "gpu_check: no NVIDIA GPU visible (nvidia-smi failed); nothing to do" >&2
+  exit 1
+fi
+gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+gpu_tag=$(echo "$gpu_name" | sed -e 's/NVIDIA //' -e 's/[^A-Za-z0-9]\+/-/g' -e 's/-$//')
+driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
+stamp=$(date -u +%Y%m%d-%H%M)
+mkdir -p bench/results
+base="bench/results/${stamp}-${gpu_tag}-${commit}"
+md="$base.md"
+json="$base.json"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+section() { printf '\n## %s\n\n' "$1" >>"$md"; }
+fence() { printf '```\n' >>"$md"; cat "$1" >>"$md"; printf '```\n' >>"$md"; }
+
+{
+  echo "# libmoe GPU check: $gpu_name, commit $commit"
+  echo
+  echo "- date (UTC): $(date -u '+%Y-%m-%d %H:%M:%S')"
+  echo "- GPU: $gpu_name, driver $driver"
+  echo "- nvcc: $(nvcc --version 2>/dev/null | tail -1 || echo 'not found')"
+  echo "- host: $(uname -srm), $(nproc) cores"
+  echo "- sweep: T = $tokens, every preset at full size, bf16, moe-bench ${bench_args[*]}"
+} >"$md"
+section "nvidia-smi"
+nvidia-smi >"$work/smi.txt" 2>&1
+fence "$work/smi.txt"
+
+# ---- configure + build ---------------------------------------------------------------------
+status_build="FAIL"
+tests_built="yes"
+cmake_args=(-S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA=ON)
+[ -n "${MOE_CUDA_ARCHS:-}" ] && cmake_args+=("-DCMAKE_CUDA_ARCHITECTURES=$MOE_CUDA_ARCHS")
+# shellcheck disable=SC2206
+[ -n "${MOE_CMAKE_ARGS:-}" ] && cmake_args+=(${MOE_CMAKE_ARGS})
+if ! cmake "${cmake_args[@]}" >"$work/configure.txt" 2>&1; then
+  # The usual cause on a bare GPU image: no GoogleTest. Build the library and moe-bench anyway.
+  tests_built="no (configure with tests failed; see log)"
+  cmake "${cmake_args[@]}" -DMOE_BUILD_TESTS=OFF >>"$work/configure.txt" 2>&1
+fi
+# -k 0: a failing test file does not stop the library and moe-bench from being built.
+if timeout "$(cap 300)" cmake --build "$build" -j "$jobs" -- -k 0 >"$work/build.txt" 2>&1; then
+  status_build="ok ($(elapsed) s)"
+fi
+section "Build: $status_build (tests built: $tests_built)"
+tail -n 30 "$work/configure.txt" >"$work/configure_tail.txt"
+echo "configure (last lines):" >>"$md"
+fence "$work/configure_tail.txt"
+grep -E "warning|error" "$work/build.txt" | sort -u | head -40 >"$work/build_diag.txt"
+echo "build warnings/errors (unique, first 40):" >>"$md"
+fence "$work/build_diag.txt"
+
+# ---- ctest -----------------------------------------------------------------------------------
+status_ctest="not run"
+if [ "$tests_built" = yes ] && [ -d "$build" ] && [ "$(cap 120)" -gt 10 ]; then
+  limit=$(cap 120)
+  timeout "$limit" ctest --test-dir "$build" --output-on-failure -j 4 >"$work/ctest.txt" 2>&1
+  rc=$?
+  status_ctest=$(grep -E "tests passed|tests failed" "$work/ctest.txt" | tail -1)
+  [ $rc -eq 124 ] && status_ctest="TIMEOUT after $limit s; $status_ctest"
+  [ -z "$status_ctest" ] && status_ctest="rc $rc"
+  section "ctest: $status_ctest"
+  { grep -E "tests passed|tests failed|\*\*\*Failed|\*\*\*Skipped|Not Run|Timeout|SKIPPED" "$work/ctest.txt" | head -60
+    echo "..."; tail -n 25 "$work/ctest.txt"; } >"$work/ctest_sum.txt"
+  fence "$work/ctest_sum.txt"
+fi
+
+# ---- compute-sanitizer -------------------------------------------------------------------------
+status_memcheck="not run"
+status_racecheck="not run"
+gpu_tests="$build/tests/moe_gpu_tests"
+if [ -x "$gpu_tests" ] && command -v compute-sanitizer >/dev/null; then
+  for tool in memcheck racecheck; do
+    limit=$(cap 90)
+    if [ "$limit" -le 10 ]; then
+      s="not run: the time budget was spent"
+      [ $tool = memcheck ] && status_memcheck="$s" || status_racecheck="$s"
+      continue
+    fi
+    timeout "$limit" compute-sanitizer --tool "$tool" --error-exitcode 99 "$gpu_tests" \
+      --gtest_filter="$filter" --gtest_brief=1 >"$work/$tool.txt" 2>&1
+    rc=$?
+    summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$work/$tool.txt" | tail -1)
+    case $rc in
+      0) s="clean: ${summary:-no summary line}" ;;
+      99) s="ERRORS: $summary" ;;
+      124) s="TIMEOUT after $limit s: ${summary:-no summary}" ;;
+      *) s="rc $rc: ${summary:-no summary line}" ;;
+    esac
+    [ $tool = memcheck ] && status_memcheck="$s" || status_racecheck="$s"
+    section "compute-sanitizer --tool $tool: $s"
+    { grep -E "=========" "$work/$tool.txt" | head -40; echo "..."; tail -n 15 "$work/$tool.txt"; } >"$work/${tool}_sum.txt"
+    fence "$work/${tool}_sum.txt"
+  done
+elif [ ! -x "$gpu_tests" ]; then
+  status_memcheck="not run: $gpu_tests not built"
+  status_racecheck="$status_memcheck"
+else
+  status_memcheck="not run: compute-sanitizer not found"
+  status_racecheck="$status_memcheck"
+fi
+
+# ---- the benchmark sweep -----------------------------------------------------------------------
+bench="$build/bench/moe-bench"
+presets="${MOE_BENCH_PRESETS:-}"
+if [ -z "$presets" ] && [ -x "$bench" ]; then
+  presets=$("$bench" --list --quiet)
+fi
+section "moe-bench (full size, bf16, T = $tokens)"
+bench_done=""
+bench_skipped=""
+jsons=()
+if [ -x "$bench" ]; then
+  for p in $presets; do
+    if [ "$(cap 150)" -le 15 ]; then
+      bench_skipped="$bench_skipped $p"
+      continue
+    fi
+    timeout "$(cap 150)" "$bench" --backend "${MOE_BENCH_BACKEND:-cuda}" --preset "$p" --tokens "$tokens" \
+      "${bench_args[@]}" --json "$work/$p.json" --csv "$work/$p.csv" >"$work/$p.txt" 2>&1
+    rc=$?
+    echo "### $p (rc $rc)" >>"$md"
+    fence "$work/$p.txt"
+    [ -s "$work/$p.json" ] && jsons+=("$work/$p.json")
+    bench_done="$bench_done $p"
+  done
+  [ -n "$bench_skipped" ] && echo "Not run (the ${deadline} s budget was spent):$bench_skipped" >>"$md"
+else
+  echo "moe-bench was not built." >>"$md"
+fi
+# One JSON document: the per-preset documents of moe-bench --json in an array.
+{
+  echo "{\"gpu\": \"$gpu_name\", \"driver\": \"$driver\", \"commit\": \"$commit\", \"runs\": ["
+  first=1
+  for j in "${jsons[@]}"; do
+    [ $first -eq 1 ] || echo ","
+    cat "$j"
+    first=0
+  done
+  echo "]}"
+} >"$json"
+
+# ---- summary -------------------------------------------------------------------------------------
+{
+  echo "| step | result |"
+  echo "|---|---|"
+  echo "| build | $status_build |"
+  echo "| ctest | $status_ctest |"
+  echo "| memcheck | $status_memcheck |"
+  echo "| racecheck | $status_racecheck |"
+  echo "| bench presets run |${bench_done:- none} |"
+  [ -n "$bench_skipped" ] && echo "| bench presets skipped (time) |$bench_skipped |"
+  echo
+  echo "median us per forward (%roofline floor) by T:"
+  echo
+  cat "$work"/*.csv 2>/dev/null | awk -F, '
+    $1 == "commit" { next }
+    { key = $3; if (!(key in seen)) { seen[key] = 1; order[n++] = key }
+      ts[$8] = 1; cell[key, $8] = sprintf("%.0f (%s)", $17, $32 == "" ? "-" : sprintf("%.0f%%", 100 * $32)) }
+    END {
+      m = 0; for (t in ts) tl[m++] = t + 0
+      for (i = 0; i < m; i++) for (j = i + 1; j < m; j++) if (tl[j] < tl[i]) { x = tl[i]; tl[i] = tl[j]; tl[j] = x }
+      printf "| preset |"; for (i = 0; i < m; i++) printf " T=%d |", tl[i]; printf "\n|---|"
+      for (i = 0; i < m; i++) printf "---|"; printf "\n"
+      for (k = 0; k < n; k++) { printf "| %s |", order[k]; for (i = 0; i < m; i++) printf " %s |", cell[order[k], tl[i]]; printf "\n" }
+    }'
+  echo
+  echo "total time: $(elapsed) s"
+} >"$work/summary.md"
+section "Summary"
+cat "$work/summary.md" >>"$md"
+
+if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
+  cp "$md" "$json" "$OUT"/ 2>/dev/null || true
+fi
+echo
+echo "results: $md"
+echo "         $json"
+cat "$work/summary.md"
