@@ -36,7 +36,9 @@ static moeStatus_t cpu_mem_alloc(moeContext_t ctx, size_t bytes, void **ptr) {
   return moeSuccess;
 }
 
-static void cpu_mem_free(moeContext_t ctx, void *ptr) { free(ptr); }
+static void cpu_mem_free(moeContext_t ctx, void *ptr) {
+  free(ptr);
+}
 
 static moeStatus_t cpu_upload(moeContext_t ctx, void *dst, const void *src, size_t bytes) {
   if (bytes) memcpy(dst, src, bytes);
@@ -48,7 +50,9 @@ static moeStatus_t cpu_memset_zero(moeContext_t ctx, void *dst, size_t bytes, mo
   return moeSuccess;
 }
 
-static moeStatus_t cpu_synchronize(moeContext_t ctx, moeStream_t s) { return moeSuccess; }
+static moeStatus_t cpu_synchronize(moeContext_t ctx, moeStream_t s) {
+  return moeSuccess;
+}
 
 /* The largest scratch of any stage for T (sub-)tokens; SIZE_MAX when the plan overflows (the
  * layer reports that as a workspace too large to allocate). */

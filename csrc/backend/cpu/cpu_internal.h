@@ -19,6 +19,11 @@
 /* Bytes every scratch sub-buffer is aligned to. */
 #define MOE_CPU_ALIGN ((size_t)64)
 
+/* Work (multiply-adds or elements moved) below which a parallel region runs on one thread:
+ * waking the team costs more than it saves, and on a loaded machine a descheduled team member
+ * stalls the region's barrier for a whole time slice. */
+#define MOE_CPU_PAR_MIN ((int64_t)1 << 16)
+
 /* Threads a stage may use: the context's num_threads, else OpenMP's default. >= 1. */
 int moe_cpu_threads(const moeLayer *layer);
 
@@ -42,7 +47,9 @@ static inline size_t moe_cpu_bytes(uint64_t n, size_t elem) {
 }
 
 /* a + b, saturating at SIZE_MAX (an overflowed plan stays "too big"). */
-static inline size_t moe_cpu_add(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
+static inline size_t moe_cpu_add(size_t a, size_t b) {
+  return a > SIZE_MAX - b ? SIZE_MAX : a + b;
+}
 static inline size_t moe_cpu_mul(size_t a, size_t b) {
   return (a != 0 && b > SIZE_MAX / a) ? SIZE_MAX : a * b;
 }
@@ -51,8 +58,7 @@ static inline void *moe_cpu_take(moeCpuArena *a, uint64_t n, size_t elem) {
   size_t b = moe_cpu_bytes(n, elem);
   /* the base is 256-byte aligned (workspace contract); keep sub-buffers MOE_CPU_ALIGN aligned */
   size_t pad = (MOE_CPU_ALIGN - ((uintptr_t)(a->base + a->used) % MOE_CPU_ALIGN)) % MOE_CPU_ALIGN;
-  if (b == SIZE_MAX || a->base == NULL || pad > a->bytes - a->used ||
-      b > a->bytes - a->used - pad)
+  if (b == SIZE_MAX || a->base == NULL || pad > a->bytes - a->used || b > a->bytes - a->used - pad)
     return NULL;
   void *p = a->base + a->used + pad;
   a->used += pad + b;
@@ -67,13 +73,24 @@ static inline void *moe_cpu_take(moeCpuArena *a, uint64_t n, size_t elem) {
 float moe_cpu_dot(const float *a, const float *b, int64_t n);
 
 /* C[m * ldc + n] = dot(A[m * lda ..], B[n * ldb ..], kd) for m < M, n < N (canonical order). */
-void moe_cpu_gemm_nt(const float *A, int64_t lda, int64_t M, const float *B, int64_t ldb,
-                     int64_t N, int64_t kd, float *C, int64_t ldc);
+void moe_cpu_gemm_nt(const float *A, int64_t lda, int64_t M, const float *B, int64_t ldb, int64_t N,
+                     int64_t kd, float *C, int64_t ldc);
+
+/* moe_cpu_gemm_nt with B in bf16 (widened exactly in registers): the same bits as converting B
+ * to fp32 first, without the fp32 copy. For segments of few rows, where a converted tile would
+ * not be reused. */
+void moe_cpu_gemm_nt_bf16(const float *A, int64_t lda, int64_t M, const uint16_t *B, int64_t ldb,
+                          int64_t N, int64_t kd, float *C, int64_t ldc);
+
+/* The same with B in f16, widened by F16C: only when moe_cpu_has_f16_gemm() (AVX2 + F16C). */
+int moe_cpu_has_f16_gemm(void);
+void moe_cpu_gemm_nt_f16(const float *A, int64_t lda, int64_t M, const uint16_t *B, int64_t ldb,
+                         int64_t N, int64_t kd, float *C, int64_t ldc);
 
 /* Rows [row0, row0 + rows) of a [*, cols] matrix of the given dtype, as fp32 into dst
  * (dst row stride cols). */
-void moe_cpu_rows_to_f32(float *dst, const void *src, moeDtype_t dtype, int64_t row0,
-                         int64_t rows, int64_t cols);
+void moe_cpu_rows_to_f32(float *dst, const void *src, moeDtype_t dtype, int64_t row0, int64_t rows,
+                         int64_t cols);
 
 /* ---- expert FFNs (ffn.c) ------------------------------------------------------------------- */
 
@@ -89,11 +106,11 @@ typedef struct {
 
 /* One FFN applied to a segment of rows of an fp32 input tile. */
 typedef struct {
-  const void *w1;    /* [GI, d_model] dtype */
-  const float *b1;   /* [GI] or NULL */
-  const void *w2;    /* [d_model, d_ff] dtype */
-  const float *b2;   /* [d_model] or NULL */
-  int64_t row0;      /* first row in the tile (X and Hbuf) */
+  const void *w1;  /* [GI, d_model] dtype */
+  const float *b1; /* [GI] or NULL */
+  const void *w2;  /* [d_model, d_ff] dtype */
+  const float *b2; /* [d_model] or NULL */
+  int64_t row0;    /* first row in the tile (X and Hbuf) */
   int64_t rows;
   /* output: out_row_index(row0 + i) = out_row0 + i rows of `out` (dtype) */
   int64_t out_row0;
@@ -119,9 +136,9 @@ void moe_cpu_ffn_run(const moeCpuFfnShape *shape, const moeCpuFfnSeg *segs, int6
                      float *tiles, int nth);
 
 /* out rows = dtype(X W^T + bias (+ add)), W [N, kd] dtype: the head/merge projection. */
-void moe_cpu_linear_run(moeDtype_t dtype, const float *X, int64_t rows, int64_t kd,
-                        const void *W, int64_t N, const float *bias, const void *add,
-                        int64_t add_row0, void *out, int64_t out_row0, float *tiles, int nth);
+void moe_cpu_linear_run(moeDtype_t dtype, const float *X, int64_t rows, int64_t kd, const void *W,
+                        int64_t N, const float *bias, const void *add, int64_t add_row0, void *out,
+                        int64_t out_row0, float *tiles, int nth);
 int64_t moe_cpu_linear_tile_floats(int64_t kd);
 
 /* Tiles for up to `want` threads from what is left of the arena: sets *nth (>= 1) and returns
@@ -148,8 +165,9 @@ typedef struct {
   int64_t *kept;    /* [E] selections kept per expert */
   int64_t *dropped; /* [E] selections dropped per expert */
   int64_t *order;   /* [T * K] sort scratch */
-  int64_t *tmp;     /* [T * K] (token choice) or [T] (expert choice): sort scratch */
+  int64_t *tmp;     /* [T * K] sort scratch (expert choice: K = E, [T] per thread) */
   int64_t *start;   /* [E + 1] */
+  double *psum;     /* [E] */
 } moeCpuRouteWork;
 
 void moe_cpu_apply_capacity(const moeLayer *L, int64_t T, int32_t *ids, float *w,
@@ -158,9 +176,8 @@ void moe_cpu_expert_choice(const moeLayer *L, int64_t T, const float *P, int32_t
                            moeCpuRouteWork *wk);
 /* Counts kept selections per expert into wk->kept (dropped counts must already be there). */
 void moe_cpu_count_kept(const moeLayer *L, int64_t T, const int32_t *ids, moeCpuRouteWork *wk);
-void moe_cpu_write_stats(const moeLayer *L, int64_t T, const moeRouterStats_t *st,
-                         const float *P, const float *lse, const float *ent,
-                         const moeCpuRouteWork *wk);
+void moe_cpu_write_stats(const moeLayer *L, int64_t T, const moeRouterStats_t *st, const float *P,
+                         const float *lse, const float *ent, const moeCpuRouteWork *wk);
 
 /* ---- stages (one file each) ------------------------------------------------------------------ */
 size_t moe_cpu_route_scratch(const moeLayer *layer, int64_t T);
@@ -171,15 +188,14 @@ size_t moe_cpu_project_scratch(const moeLayer *layer, int64_t T);
 
 moeStatus_t moe_cpu_route(const moeLayer *layer, const moeRouteArgs *args, moeScratch scratch,
                           moeStream_t stream);
-moeStatus_t moe_cpu_permute(const moeLayer *layer, const moePermuteArgs *args,
-                            moeScratch scratch, moeStream_t stream);
-moeStatus_t moe_cpu_experts(const moeLayer *layer, const moeExpertsArgs *args,
-                            moeScratch scratch, moeStream_t stream);
+moeStatus_t moe_cpu_permute(const moeLayer *layer, const moePermuteArgs *args, moeScratch scratch,
+                            moeStream_t stream);
+moeStatus_t moe_cpu_experts(const moeLayer *layer, const moeExpertsArgs *args, moeScratch scratch,
+                            moeStream_t stream);
 moeStatus_t moe_cpu_shared_experts(const moeLayer *layer, const moeSharedArgs *args,
                                    moeScratch scratch, moeStream_t stream);
-moeStatus_t moe_cpu_combine(const moeLayer *layer, const moeCombineArgs *args,
+moeStatus_t moe_cpu_combine(const moeLayer *layer, const moeCombineArgs *args, moeStream_t stream);
+moeStatus_t moe_cpu_project(const moeLayer *layer, const moeProjectArgs *args, moeScratch scratch,
                             moeStream_t stream);
-moeStatus_t moe_cpu_project(const moeLayer *layer, const moeProjectArgs *args,
-                            moeScratch scratch, moeStream_t stream);
 
 #endif

@@ -34,14 +34,16 @@ float *moe_cpu_take_tiles(moeCpuArena *a, int64_t tile_floats, int want, int *nt
 }
 
 static moeCpuFfnShape routed_shape(const moeLayer *L) {
-  moeCpuFfnShape s = {L->cfg.dtype, L->Hr, L->I, L->gated, L->cfg.activation,
-                      L->cfg.swiglu_alpha, L->cfg.swiglu_limit};
+  moeCpuFfnShape s = {
+      L->cfg.dtype,       L->Hr, L->I, L->gated, L->cfg.activation, L->cfg.swiglu_alpha,
+      L->cfg.swiglu_limit};
   return s;
 }
 
 static moeCpuFfnShape shared_shape(const moeLayer *L) {
-  moeCpuFfnShape s = {L->cfg.dtype, L->H, L->Is, L->gated, L->cfg.activation,
-                      L->cfg.swiglu_alpha, L->cfg.swiglu_limit};
+  moeCpuFfnShape s = {
+      L->cfg.dtype,       L->H, L->Is, L->gated, L->cfg.activation, L->cfg.swiglu_alpha,
+      L->cfg.swiglu_limit};
   return s;
 }
 
@@ -78,8 +80,8 @@ moeStatus_t moe_cpu_experts(const moeLayer *L, const moeExpertsArgs *a, moeScrat
   for (int64_t r = off[0]; r < off[El]; ++r)
     if (a->sorted_pairs[r] < 0 || a->sorted_pairs[r] >= TK)
       return moe_error(moeErrorInvalidArgument,
-                       "experts: sorted_pairs[%lld] = %lld outside [0, T * K = %lld)",
-                       (long long)r, (long long)a->sorted_pairs[r], (long long)TK);
+                       "experts: sorted_pairs[%lld] = %lld outside [0, T * K = %lld)", (long long)r,
+                       (long long)a->sorted_pairs[r], (long long)TK);
   const int64_t total = off[El] - off[0];
   if (total == 0) return moeSuccess;
 
@@ -90,9 +92,9 @@ moeStatus_t moe_cpu_experts(const moeLayer *L, const moeExpertsArgs *a, moeScrat
   float *H32 = moe_cpu_take(&ar, (uint64_t)P * (uint64_t)I, 4);
   moeCpuFfnSeg *segs = moe_cpu_take(&ar, (uint64_t)El + 1, sizeof(moeCpuFfnSeg));
   int nth = 1;
-  float *tiles = (X32 && H32 && segs)
-                     ? moe_cpu_take_tiles(&ar, moe_cpu_ffn_tile_floats(&sh), moe_cpu_threads(L), &nth)
-                     : NULL;
+  float *tiles = (X32 && H32 && segs) ? moe_cpu_take_tiles(&ar, moe_cpu_ffn_tile_floats(&sh),
+                                                           moe_cpu_threads(L), &nth)
+                                      : NULL;
   if (!tiles)
     return moe_error(moeErrorInvalidArgument,
                      "experts: scratch of %zu bytes is too small for T = %lld (needs %zu)",
@@ -116,7 +118,7 @@ moeStatus_t moe_cpu_experts(const moeLayer *L, const moeExpertsArgs *a, moeScrat
       g->rows = hi - lo;
       g->out_row0 = lo;
     }
-#pragma omp parallel for schedule(static) num_threads(nth)
+#pragma omp parallel for schedule(static) num_threads(nth) if (n * Hr >= MOE_CPU_PAR_MIN)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t pair = a->sorted_pairs[p0 + i];
       float *row = X32 + i * Hr;
@@ -149,8 +151,8 @@ size_t moe_cpu_shared_scratch(const moeLayer *L, int64_t T) {
   return moe_cpu_add(b, 2 * MOE_CPU_ALIGN);
 }
 
-moeStatus_t moe_cpu_shared_experts(const moeLayer *L, const moeSharedArgs *a,
-                                   moeScratch scratch, moeStream_t stream) {
+moeStatus_t moe_cpu_shared_experts(const moeLayer *L, const moeSharedArgs *a, moeScratch scratch,
+                                   moeStream_t stream) {
   const int64_t T = a->T, H = L->H, Is = L->Is;
   const int32_t S = L->S;
   if (T <= 0 || S <= 0) return moeSuccess;
@@ -161,9 +163,10 @@ moeStatus_t moe_cpu_shared_experts(const moeLayer *L, const moeSharedArgs *a,
   float *H32 = moe_cpu_take(&ar, (uint64_t)P * (uint64_t)Is, 4);
   float *A32 = S > 1 ? moe_cpu_take(&ar, (uint64_t)P * (uint64_t)H, 4) : NULL;
   int nth = 1;
-  float *tiles = (X32 && H32 && (S == 1 || A32))
-                     ? moe_cpu_take_tiles(&ar, moe_cpu_ffn_tile_floats(&sh), moe_cpu_threads(L), &nth)
-                     : NULL;
+  float *tiles =
+      (X32 && H32 && (S == 1 || A32))
+          ? moe_cpu_take_tiles(&ar, moe_cpu_ffn_tile_floats(&sh), moe_cpu_threads(L), &nth)
+          : NULL;
   if (!tiles)
     return moe_error(moeErrorInvalidArgument,
                      "shared_experts: scratch of %zu bytes is too small for T = %lld (needs %zu)",
@@ -171,24 +174,30 @@ moeStatus_t moe_cpu_shared_experts(const moeLayer *L, const moeSharedArgs *a,
   const size_t es = moe_dtype_size(L->cfg.dtype);
   for (int64_t t0 = 0; t0 < T; t0 += P) {
     const int64_t n = T - t0 < P ? T - t0 : P;
-#pragma omp parallel for schedule(static) num_threads(nth)
-    for (int64_t i = 0; i < n; ++i) moe_cpu_rows_to_f32(X32 + i * H, a->x, L->cfg.dtype, t0 + i, 1, H);
+#pragma omp parallel for schedule(static) num_threads(nth) if (n * H >= MOE_CPU_PAR_MIN)
+    for (int64_t i = 0; i < n; ++i)
+      moe_cpu_rows_to_f32(X32 + i * H, a->x, L->cfg.dtype, t0 + i, 1, H);
     for (int32_t s = 0; s < S; ++s) {
-      moeCpuFfnSeg g = {(const char *)L->shared_gate_up + (size_t)s * (size_t)L->GIs * (size_t)H * es,
-                        NULL,
-                        (const char *)L->shared_down + (size_t)s * (size_t)H * (size_t)Is * es,
-                        NULL, 0, n, t0};
-      const moeCpuOutMode mode = S == 1        ? moeCpuStore
-                                 : s == 0      ? moeCpuAccFirst
-                                 : s == S - 1  ? moeCpuAccLast
-                                               : moeCpuAccAdd;
+      moeCpuFfnSeg g = {
+          (const char *)L->shared_gate_up + (size_t)s * (size_t)L->GIs * (size_t)H * es,
+          NULL,
+          (const char *)L->shared_down + (size_t)s * (size_t)H * (size_t)Is * es,
+          NULL,
+          0,
+          n,
+          t0};
+      const moeCpuOutMode mode = S == 1       ? moeCpuStore
+                                 : s == 0     ? moeCpuAccFirst
+                                 : s == S - 1 ? moeCpuAccLast
+                                              : moeCpuAccAdd;
       moe_cpu_ffn_run(&sh, &g, 1, X32, H32, a->shared_out, A32, mode, tiles, nth);
     }
   }
   return moeSuccess;
 }
 
-/* ---- head / merge projection ------------------------------------------------------------------ */
+/* ---- head / merge projection ------------------------------------------------------------------
+ */
 
 size_t moe_cpu_project_scratch(const moeLayer *L, int64_t T) {
   if (L->heads <= 1) return 0;
@@ -216,8 +225,9 @@ moeStatus_t moe_cpu_project(const moeLayer *L, const moeProjectArgs *a, moeScrat
   /* Rows of a pass are read into X32 before any of them is written, so out may alias x. */
   for (int64_t t0 = 0; t0 < T; t0 += P) {
     const int64_t n = T - t0 < P ? T - t0 : P;
-#pragma omp parallel for schedule(static) num_threads(nth)
-    for (int64_t i = 0; i < n; ++i) moe_cpu_rows_to_f32(X32 + i * H, a->x, L->cfg.dtype, t0 + i, 1, H);
+#pragma omp parallel for schedule(static) num_threads(nth) if (n * H >= MOE_CPU_PAR_MIN)
+    for (int64_t i = 0; i < n; ++i)
+      moe_cpu_rows_to_f32(X32 + i * H, a->x, L->cfg.dtype, t0 + i, 1, H);
     moe_cpu_linear_run(L->cfg.dtype, X32, n, H, a->weight, H, a->bias, a->add, t0, a->out, t0,
                        tiles, nth);
   }

@@ -5,7 +5,9 @@
  * less memory than any other stage, and serial makes stability trivially true. */
 #include "backend/cpu/cpu_internal.h"
 
-size_t moe_cpu_permute_scratch(const moeLayer *layer, int64_t T) { return 0; }
+size_t moe_cpu_permute_scratch(const moeLayer *layer, int64_t T) {
+  return 0;
+}
 
 moeStatus_t moe_cpu_permute(const moeLayer *L, const moePermuteArgs *a, moeScratch scratch,
                             moeStream_t stream) {

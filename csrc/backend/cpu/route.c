@@ -13,7 +13,7 @@
 
 #include "backend/cpu/cpu_internal.h"
 
-#define ROWS_BLOCK 32 /* tokens per logits GEMM call */
+#define ROWS_BLOCK 32      /* tokens per logits GEMM call */
 #define TOPK_INSERT_MAX 32 /* k above this: full stable sort instead of insertion */
 
 /* Per-thread arrays, each [E]. */
@@ -54,9 +54,12 @@ static void topk(const float *score, const uint8_t *keep, int32_t n, int32_t k, 
   for (int32_t e = 0; e < n; ++e) {
     const float v = score[e];
     int32_t pos;
-    if (m < k) pos = m++;
-    else if (moe_cpu_beats(v, score[idx[k - 1]])) pos = k - 1;
-    else continue;
+    if (m < k)
+      pos = m++;
+    else if (moe_cpu_beats(v, score[idx[k - 1]]))
+      pos = k - 1;
+    else
+      continue;
     while (pos > 0 && moe_cpu_beats(v, score[idx[pos - 1]])) {
       idx[pos] = idx[pos - 1];
       --pos;
@@ -65,25 +68,32 @@ static void topk(const float *score, const uint8_t *keep, int32_t n, int32_t k, 
   }
 }
 
-static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float sigmoid(float x) {
+  return 1.0f / (1.0f + expf(-x));
+}
 
-/* p = softmax(z) over n; returns logsumexp(z); *ent = entropy of p (nats). fp32, in order. */
+/* p = softmax(z) over n; returns logsumexp(z); *ent = entropy of p (nats).
+ * The exponentials are fp32 (expf), their sum is accumulated in double and each probability is
+ * rounded once to fp32. The double sum makes softmax invariant, in practice, under permutations
+ * of the logits: two tokens whose logits are a permutation of each other get bitwise equal
+ * probabilities, so exact ties across tokens (expert choice ranks tokens) stay exact ties, as
+ * in the by-definition reference. */
 static float softmax(const float *z, int32_t n, float *p, float *ent) {
   float m = z[0];
   for (int32_t e = 1; e < n; ++e)
     if (z[e] > m) m = z[e];
-  float sum = 0.0f;
+  double sum = 0.0;
   for (int32_t e = 0; e < n; ++e) {
     p[e] = expf(z[e] - m);
-    sum += p[e];
+    sum += (double)p[e];
   }
   float h = 0.0f;
   for (int32_t e = 0; e < n; ++e) {
-    p[e] = p[e] / sum;
+    p[e] = (float)((double)p[e] / sum);
     if (p[e] > 0.0f) h -= p[e] * logf(p[e]);
   }
   *ent = h;
-  return m + logf(sum);
+  return m + (float)log(sum);
 }
 
 /* Group-limited selection (2a/2b): keep[e] = 1 for the experts of the topk_group best groups.
@@ -107,8 +117,8 @@ static void group_mask(const moeLayer *L, const float *key, int top2, uint8_t *k
 }
 
 /* One token: z [E] logits in, p [E] = softmax(z) in; ids/wt [K] out. */
-static void route_token(const moeLayer *L, const float *z, const float *p, int32_t *ids,
-                        float *wt, moeCpuTokWork *w, uint8_t *keep) {
+static void route_token(const moeLayer *L, const float *z, const float *p, int32_t *ids, float *wt,
+                        moeCpuTokWork *w, uint8_t *keep) {
   const int32_t E = L->E, K = L->K, k = L->cfg.top_k;
   const float rsf = L->cfg.routed_scaling_factor;
   int64_t sel[4096];
@@ -136,7 +146,7 @@ static void route_token(const moeLayer *L, const float *z, const float *p, int32
         for (int32_t j = 0; j < n; ++j) wt[j] = wt[j] / sum;
       break;
     }
-    case moeRoutingSigmoidGroupTopK: { /* 2a: select on s + b, weigh with s */
+    case moeRoutingSigmoidGroupTopK: {       /* 2a: select on s + b, weigh with s */
       float *s = w->key + E, *ssel = w->key; /* key holds 2E floats */
       for (int32_t e = 0; e < E; ++e) {
         s[e] = sigmoid(z[e]);
@@ -184,7 +194,8 @@ static void route_token(const moeLayer *L, const float *z, const float *p, int32
         wt[j] = p[j] * rsf;
       }
       return;
-    default: return; /* expert choice: batch-wide, see moe_cpu_expert_choice */
+    default:
+      return; /* expert choice: batch-wide, see moe_cpu_expert_choice */
   }
   for (int32_t j = 0; j < n; ++j) {
     ids[j] = (int32_t)sel[j];
@@ -197,7 +208,7 @@ static void route_token(const moeLayer *L, const float *z, const float *p, int32
 static size_t route_per_thread(const moeLayer *L) {
   const uint64_t E = (uint64_t)L->E;
   size_t per = moe_cpu_bytes((uint64_t)ROWS_BLOCK * (uint64_t)L->Hr, 4);
-  per = moe_cpu_add(per, moe_cpu_bytes(E, 8) * 2);
+  per = moe_cpu_add(per, moe_cpu_mul(moe_cpu_bytes(E, 8), 2));
   per = moe_cpu_add(per, moe_cpu_bytes(2 * E, 4) + moe_cpu_bytes(E, 4));
   return moe_cpu_add(per, moe_cpu_bytes(E, 1));
 }
@@ -205,10 +216,12 @@ static size_t route_per_thread(const moeLayer *L) {
 size_t moe_cpu_route_scratch(const moeLayer *L, int64_t T) {
   const int64_t E = L->E, K = L->K, nth = moe_cpu_threads(L);
   const int64_t n = T * K > T ? T * K : T;
-  size_t b = moe_cpu_bytes((uint64_t)T * (uint64_t)E, 4) * 2; /* logits, probabilities */
-  b = moe_cpu_add(b, moe_cpu_bytes((uint64_t)T, 4) * 2);     /* lse, entropy */
-  b = moe_cpu_add(b, moe_cpu_bytes((uint64_t)n, 8) * 2);     /* order, tmp */
-  b = moe_cpu_add(b, moe_cpu_bytes((uint64_t)E + 1, 8) * 3); /* kept, dropped, start */
+  size_t b =
+      moe_cpu_mul(moe_cpu_bytes((uint64_t)T * (uint64_t)E, 4), 2);   /* logits, probabilities */
+  b = moe_cpu_add(b, moe_cpu_mul(moe_cpu_bytes((uint64_t)T, 4), 2)); /* lse, entropy */
+  b = moe_cpu_add(b, moe_cpu_mul(moe_cpu_bytes((uint64_t)n, 8), 2)); /* order, tmp */
+  b = moe_cpu_add(
+      b, moe_cpu_mul(moe_cpu_bytes((uint64_t)E + 1, 8), 4)); /* kept, dropped, start, psum */
   b = moe_cpu_add(b, moe_cpu_mul(route_per_thread(L), (size_t)nth));
   return moe_cpu_add(b, 16 * MOE_CPU_ALIGN);
 }
@@ -227,6 +240,9 @@ static void zero_stats(const moeLayer *L, const moeRouterStats_t *st) {
 moeStatus_t moe_cpu_route(const moeLayer *L, const moeRouteArgs *a, moeScratch scratch,
                           moeStream_t stream) {
   const int64_t T = a->T, E = L->E, K = L->K, Hr = L->Hr;
+  if (E > 4096) /* per-token selections live in fixed [4096] arrays (moe.h: E <= 4096) */
+    return moe_error(moeErrorNotSupported, "route: num_experts = %lld exceeds the CPU limit 4096",
+                     (long long)E);
   if (T <= 0) {
     zero_stats(L, a->stats);
     return moeSuccess;
@@ -237,16 +253,19 @@ moeStatus_t moe_cpu_route(const moeLayer *L, const moeRouteArgs *a, moeScratch s
   float *P = moe_cpu_take(&ar, (uint64_t)T * (uint64_t)E, 4);
   float *lse = moe_cpu_take(&ar, (uint64_t)T, 4);
   float *ent = moe_cpu_take(&ar, (uint64_t)T, 4);
-  moeCpuRouteWork wk = {moe_cpu_take(&ar, (uint64_t)E + 1, 8), moe_cpu_take(&ar, (uint64_t)E + 1, 8),
-                        moe_cpu_take(&ar, (uint64_t)n, 8), moe_cpu_take(&ar, (uint64_t)n, 8),
-                        moe_cpu_take(&ar, (uint64_t)E + 1, 8)};
-  if (!Z || !P || !lse || !ent || !wk.kept || !wk.dropped || !wk.order || !wk.tmp || !wk.start)
+  moeCpuRouteWork wk = {
+      moe_cpu_take(&ar, (uint64_t)E + 1, 8), moe_cpu_take(&ar, (uint64_t)E + 1, 8),
+      moe_cpu_take(&ar, (uint64_t)n, 8),     moe_cpu_take(&ar, (uint64_t)n, 8),
+      moe_cpu_take(&ar, (uint64_t)E + 1, 8), moe_cpu_take(&ar, (uint64_t)E + 1, 8)};
+  if (!Z || !P || !lse || !ent || !wk.kept || !wk.dropped || !wk.order || !wk.tmp || !wk.start ||
+      !wk.psum)
     return moe_error(moeErrorInvalidArgument,
                      "route: scratch of %zu bytes is too small for T = %lld (needs %zu)",
                      scratch.bytes, (long long)T, moe_cpu_route_scratch(L, T));
   /* per-thread buffers: as many threads as fit */
   const size_t per = route_per_thread(L);
-  const size_t pad = (MOE_CPU_ALIGN - ((uintptr_t)(ar.base + ar.used) % MOE_CPU_ALIGN)) % MOE_CPU_ALIGN;
+  const size_t pad =
+      (MOE_CPU_ALIGN - ((uintptr_t)(ar.base + ar.used) % MOE_CPU_ALIGN)) % MOE_CPU_ALIGN;
   const size_t left = ar.bytes - ar.used > pad ? ar.bytes - ar.used - pad : 0;
   int nth = moe_cpu_threads(L);
   if ((size_t)nth > left / per) nth = (int)(left / per);
@@ -255,20 +274,24 @@ moeStatus_t moe_cpu_route(const moeLayer *L, const moeRouteArgs *a, moeScratch s
                      "route: scratch of %zu bytes is too small for T = %lld (needs %zu)",
                      scratch.bytes, (long long)T, moe_cpu_route_scratch(L, T));
   char *tbase = ar.base + ar.used + pad;
+  const int64_t eb = Hr >= 32768 / 4 ? 4 : 32768 / Hr; /* router rows per block: ~128 KiB */
 
-#pragma omp parallel num_threads(nth)
+#pragma omp parallel num_threads(nth) if (T * E * Hr >= MOE_CPU_PAR_MIN)
   {
     moeCpuArena mine = {tbase + (size_t)omp_get_thread_num() * per, per, 0};
     float *xb = moe_cpu_take(&mine, (uint64_t)ROWS_BLOCK * (uint64_t)Hr, 4);
     moeCpuTokWork w = {moe_cpu_take(&mine, (uint64_t)E, 8), moe_cpu_take(&mine, (uint64_t)E, 8),
-                       moe_cpu_take(&mine, 2 * (uint64_t)E, 4), moe_cpu_take(&mine, (uint64_t)E, 4)};
+                       moe_cpu_take(&mine, 2 * (uint64_t)E, 4),
+                       moe_cpu_take(&mine, (uint64_t)E, 4)};
     uint8_t *keep = moe_cpu_take(&mine, (uint64_t)E, 1);
     /* z = x Wr^T (+ br): each logit is one canonical dot */
 #pragma omp for schedule(static)
     for (int64_t t0 = 0; t0 < T; t0 += ROWS_BLOCK) {
       const int64_t rb = T - t0 < ROWS_BLOCK ? T - t0 : ROWS_BLOCK;
       moe_cpu_rows_to_f32(xb, a->x, L->cfg.dtype, t0, rb, Hr);
-      moe_cpu_gemm_nt(xb, Hr, rb, L->router_weight, Hr, E, Hr, Z + t0 * E, E);
+      for (int64_t e0 = 0; e0 < E; e0 += eb) /* a block of router rows stays in L2 */
+        moe_cpu_gemm_nt(xb, Hr, rb, L->router_weight + e0 * Hr, Hr, E - e0 < eb ? E - e0 : eb, Hr,
+                        Z + t0 * E + e0, E);
       if (L->router_bias)
         for (int64_t r = 0; r < rb; ++r)
           for (int64_t e = 0; e < E; ++e) Z[(t0 + r) * E + e] += L->router_bias[e];

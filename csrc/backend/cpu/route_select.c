@@ -39,8 +39,8 @@ void moe_cpu_apply_capacity(const moeLayer *L, int64_t T, int32_t *ids, float *w
   const int64_t K = L->K, TK = T * K;
   for (int32_t e = 0; e < E; ++e) wk->dropped[e] = 0;
   if (!(L->cfg.capacity_factor > 0.0f) || TK == 0) return;
-  const double cd = ceil((double)T * (double)L->cfg.top_k / (double)E *
-                         (double)L->cfg.capacity_factor);
+  const double cd =
+      ceil((double)T * (double)L->cfg.top_k / (double)E * (double)L->cfg.capacity_factor);
   const int64_t C = cd > (double)TK ? TK : (int64_t)cd;
   if (L->cfg.drop_policy == moeDropByProbs) {
     /* stable counting sort of the pairs by expert, then each expert's list by weight */
@@ -51,7 +51,7 @@ void moe_cpu_apply_capacity(const moeLayer *L, int64_t T, int32_t *ids, float *w
     for (int32_t e = 0; e < E; ++e) wk->kept[e] = wk->start[e]; /* cursor */
     for (int64_t p = 0; p < TK; ++p)
       if (ids[p] >= 0) wk->order[wk->kept[ids[p]]++] = p;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(moe_cpu_threads(L))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(moe_cpu_threads(L)) if (TK >= 4096)
     for (int32_t e = 0; e < E; ++e) {
       const int64_t lo = wk->start[e], n = wk->start[e + 1] - lo;
       if (n <= C) continue;
@@ -96,14 +96,22 @@ void moe_cpu_expert_choice(const moeLayer *L, int64_t T, const float *P, int32_t
   const double cd = floor((double)T * (double)L->cfg.capacity_factor / (double)E);
   const int64_t C = cd > (double)T ? T : (cd < 0 ? 0 : (int64_t)cd);
   if (C == 0) return;
-  /* serial over experts: the sort scratch is [T]; each expert sorts its column */
-  for (int32_t e = 0; e < E; ++e) {
-    for (int64_t t = 0; t < T; ++t) wk->order[t] = t;
-    moe_cpu_sort_desc(wk->order, wk->tmp, T, P + e, E);
-    for (int64_t i = 0; i < C; ++i) {
-      const int64_t t = wk->order[i];
-      ids[t * E + e] = e;
-      w[t * E + e] = P[t * E + e] * rsf;
+  /* experts in parallel, each sorting its column with its own [T] slices of order/tmp (they
+   * hold T * E entries); each expert writes only its own slot of each token */
+  const int nth = moe_cpu_threads(L) < E ? moe_cpu_threads(L) : E;
+#pragma omp parallel num_threads(nth) if (T * E >= 4096)
+  {
+    int64_t *order = wk->order + (int64_t)omp_get_thread_num() * T;
+    int64_t *tmp = wk->tmp + (int64_t)omp_get_thread_num() * T;
+#pragma omp for schedule(dynamic, 1)
+    for (int32_t e = 0; e < E; ++e) {
+      for (int64_t t = 0; t < T; ++t) order[t] = t;
+      moe_cpu_sort_desc(order, tmp, T, P + e, E);
+      for (int64_t i = 0; i < C; ++i) {
+        const int64_t t = order[i];
+        ids[t * E + e] = e;
+        w[t * E + e] = P[t * E + e] * rsf;
+      }
     }
   }
 }
@@ -121,9 +129,8 @@ void moe_cpu_count_kept(const moeLayer *L, int64_t T, const int32_t *ids, moeCpu
  * f, as in Switch) and D = the total of kept selections for top-p, expert choice and dense
  * gating, whose number of selections per token is not k. AuxLoss = E * sum_e f_e P_e (HF's
  * load_balancing_loss_func is top_k times this for token choice). */
-void moe_cpu_write_stats(const moeLayer *L, int64_t T, const moeRouterStats_t *st,
-                         const float *P, const float *lse, const float *ent,
-                         const moeCpuRouteWork *wk) {
+void moe_cpu_write_stats(const moeLayer *L, int64_t T, const moeRouterStats_t *st, const float *P,
+                         const float *lse, const float *ent, const moeCpuRouteWork *wk) {
   const int32_t E = L->E;
   const moeRouting_t r = L->cfg.routing;
   int64_t kept = 0, dropped = 0, cmax = 0;
@@ -136,11 +143,14 @@ void moe_cpu_write_stats(const moeLayer *L, int64_t T, const moeRouterStats_t *s
   }
   const int variable = r == moeRoutingTopP || r == moeRoutingExpertChoice || r == moeRoutingDense;
   const double D = variable ? (double)kept : (double)T * (double)L->cfg.top_k;
+  /* P_e: each expert's sum runs over tokens in increasing order (row-wise for the cache) */
+  double *psum = wk->psum;
+  for (int32_t e = 0; e < E; ++e) psum[e] = 0.0;
+  for (int64_t t = 0; t < T; ++t)
+    for (int32_t e = 0; e < E; ++e) psum[e] += (double)P[t * E + e];
   double aux = 0.0;
   for (int32_t e = 0; e < E; ++e) {
-    double pe = 0.0;
-    for (int64_t t = 0; t < T; ++t) pe += (double)P[t * E + e];
-    pe = T > 0 ? pe / (double)T : 0.0;
+    const double pe = T > 0 ? psum[e] / (double)T : 0.0;
     if (st->expert_prob_mean) st->expert_prob_mean[e] = (float)pe;
     if (D > 0) aux += ((double)wk->kept[e] / D) * pe;
   }
