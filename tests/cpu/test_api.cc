@@ -1,5 +1,6 @@
 // The API's conventions: version, status strings, last-error messages, handles, NULL destroys,
 // the context, the allocator callbacks, T = 0.
+#include <cmath>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -199,10 +200,14 @@ TEST(Api, ZeroTokensReturnAtOnceAndTouchNothing) {
   MOE_ASSERT_OK(L.Upload(MakeRandomLayer(c, 3)));
   float x = 1.0f, y = 0.0f;
   Poison(&y, sizeof y);
-  MOE_EXPECT_OK(moeLayerForward(L.layer(), 0, &x, &y, nullptr, nullptr, 0, nullptr));
+  StatsBuffers st(4);
+  moeRouterStats_t s = st.Get();
+  MOE_EXPECT_OK(moeLayerForward(L.layer(), 0, &x, &y, &s, nullptr, 0, nullptr));
   uint32_t bits;
   std::memcpy(&bits, &y, 4);
   EXPECT_EQ(bits, 0xFFFFFFFFu) << "T = 0 wrote to y";
+  EXPECT_EQ(st.counts, std::vector<int64_t>(4, -7)) << "T = 0 wrote the stats";
+  for (float v : st.scalars) EXPECT_TRUE(std::isnan(v)) << "T = 0 wrote the stats";
   size_t ws = 1;
   MOE_EXPECT_OK(moeLayerGetWorkspaceSize(L.layer(), 0, &ws));
   std::vector<float> out;
