@@ -147,7 +147,10 @@ moeStatus_t moe_cuda_route(const moeLayer *L, const moeRouteArgs *a, moeScratch 
     cp.T = T;
     cp.E = L->E;
     cp.K = L->K;
-    cp.capacity = c < 0.0 ? 0 : (int64_t)c;
+    /* Clamped to T * K like the CPU reference: capacity_factor has no upper bound, and a
+     * double above INT64_MAX converts to INT64_MIN on x86 (every selection would be dropped). */
+    const int64_t TK = T * (int64_t)L->K;
+    cp.capacity = c < 0.0 ? 0 : (c > (double)TK ? TK : (int64_t)c);
     cp.policy = (int32_t)L->cfg.drop_policy;
     cp.ids = a->expert_ids;
     cp.weights = a->weights;
