@@ -129,6 +129,10 @@ void CheckPermute(LayerPair &L, const std::vector<int32_t> &ids, int64_t T, int3
   MOE_ASSERT_OK(moeLayerPermute(L.cpu, T, ids.data(), off_c.data(), sp_c.data(), pr_c.data(), nullptr, 0, nullptr));
   DevBuf dids(ids.size() * 4), doff((E + 1) * 8), dsp(T * K * 8), dpr(T * K * 8);
   dids.Put(ids.data(), ids.size() * 4);
+  // -1 is a valid pair_rows value (0xFF poison would pass unwritten): poison with 0x7F.
+  doff.Poison(0x7F);
+  dsp.Poison(0x7F);
+  dpr.Poison(0x7F);
   MOE_ASSERT_OK(moeLayerPermute(L.gpu, T, dids.as<int32_t>(), doff.as<int64_t>(), dsp.as<int64_t>(),
                                 dpr.as<int64_t>(), nullptr, 0, nullptr));
   const auto off_g = doff.Get<int64_t>(E + 1);
