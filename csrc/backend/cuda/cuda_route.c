@@ -67,6 +67,10 @@ static size_t permute_scratch(const moeLayer *L, int64_t T) {
 size_t moe_cuda_ffn_scratch_bytes(const moeLayer *L, int64_t T); /* cuda_ffn.c */
 
 size_t moe_cuda_scratch_bytes(const moeLayer *L, int64_t T) {
+  /* The plans multiply T * E, T * K * I and T * Is * H in size_t without overflow checks;
+   * beyond 2^40 selections (as on the CPU backend) report "too big" instead of wrapping. */
+  const int64_t width = L->K > L->E ? L->K : L->E;
+  if (T > ((int64_t)1 << 40) / (width > 0 ? width : 1)) return SIZE_MAX;
   RoutePlan rp;
   route_plan(L, T, &rp);
   size_t m = rp.total;
