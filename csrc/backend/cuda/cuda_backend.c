@@ -80,17 +80,26 @@ static void cuda_mem_free(moeContext_t ctx, void *ptr) {
   if (ptr) (void)cudaFree(ptr);
 }
 
+/* Copies go on the context's stream and are waited for: ordered after the work already
+ * enqueued there (e.g. alloc_zeroed's cudaMemsetAsync of a bias that is uploaded right after),
+ * and complete on return. A plain cudaMemcpy runs on the legacy stream, which a non-blocking
+ * context stream does not order against, and from pageable memory it may return before the
+ * data has reached the device. */
 static moeStatus_t cuda_upload(moeContext_t ctx, void *dst, const void *host_src, size_t bytes) {
-  (void)ctx;
   if (bytes == 0) return moeSuccess;
-  MOE_CUDA_TRY(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "upload (cudaMemcpy)");
+  cudaStream_t st = moe_cuda_stream(ctx, NULL);
+  MOE_CUDA_TRY(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, st),
+               "upload (cudaMemcpyAsync)");
+  MOE_CUDA_TRY(cudaStreamSynchronize(st), "upload (cudaStreamSynchronize)");
   return moeSuccess;
 }
 
 static moeStatus_t cuda_download(moeContext_t ctx, void *host_dst, const void *src, size_t bytes) {
-  (void)ctx;
   if (bytes == 0) return moeSuccess;
-  MOE_CUDA_TRY(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost), "download (cudaMemcpy)");
+  cudaStream_t st = moe_cuda_stream(ctx, NULL);
+  MOE_CUDA_TRY(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, st),
+               "download (cudaMemcpyAsync)");
+  MOE_CUDA_TRY(cudaStreamSynchronize(st), "download (cudaStreamSynchronize)");
   return moeSuccess;
 }
 
