@@ -46,7 +46,9 @@ static moeStatus_t gather_rows(moeContext_t ctx, void *dst, const void *src, con
                                int64_t n, size_t row_bytes, moeStream_t stream) {
 #ifdef MOE_WITH_CUDA
   if (on_gpu(ctx)) {
-    int e = moe_ep_gather_rows_cuda(dst, src, idx, n, row_bytes, stream);
+    /* NULL means the context's stream, as for every stage (not the legacy stream) */
+    int e = moe_ep_gather_rows_cuda(dst, src, idx, n, row_bytes,
+                                    moe_stream_or_default(ctx, stream));
     return e ? moe_error(moeErrorCuda, "EP pack kernel launch failed (cudaError %d)", e) : moeSuccess;
   }
 #endif
@@ -59,7 +61,8 @@ static moeStatus_t reduce_rows(moeContext_t ctx, void *y, const void *back, cons
                                int64_t H, moeDtype_t dtype, moeStream_t stream) {
 #ifdef MOE_WITH_CUDA
   if (on_gpu(ctx)) {
-    int e = moe_ep_reduce_rows_cuda(y, back, shared, tok_ptr, tok_rows, T, H, (int)dtype, stream);
+    int e = moe_ep_reduce_rows_cuda(y, back, shared, tok_ptr, tok_rows, T, H, (int)dtype,
+                                    moe_stream_or_default(ctx, stream));
     return e ? moe_error(moeErrorCuda, "EP unpack kernel launch failed (cudaError %d)", e)
              : moeSuccess;
   }

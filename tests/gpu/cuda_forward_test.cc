@@ -168,6 +168,51 @@ TEST(CudaForward, GraphCaptureReplayAndDeterminism) {
   cudaStreamDestroy(s);
 }
 
+// A context whose stream is cudaStreamNonBlocking: not ordered against the legacy stream, so a
+// weight upload or a kernel that slipped onto the legacy stream races with the context's work
+// (router_bias: zeroed on the context stream, then uploaded). gpt-oss-like layer: router bias,
+// expert biases, clamped SwiGLU; forward with stream NULL (= the context's stream).
+TEST(CudaForward, NonBlockingContextStreamMatchesCpu) {
+  if (!moe_test::HasGpu()) GTEST_SKIP() << "no GPU";
+  const ForwardCase c = kForwardCases[6];
+  const moeDtype_t dt = moeBFloat16;
+  const moeLayerConfig_t cfg = ForwardConfig(c, dt);
+  cudaStream_t s;
+  CUDA_ASSERT_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  moeContextConfig_t cc = MOE_CONTEXT_CONFIG_INIT;
+  cc.backend = moeBackendCpu;
+  moeContext_t cpu_ctx = nullptr, gpu_ctx = nullptr;
+  MOE_ASSERT_OK(moeContextCreate(&cpu_ctx, &cc));
+  cc.backend = moeBackendCuda;
+  cc.stream = s;
+  MOE_ASSERT_OK(moeContextCreate(&gpu_ctx, &cc));
+  moeLayer_t cpu = nullptr, gpu = nullptr;
+  MOE_EXPECT_OK(moeLayerCreate(&cpu, cpu_ctx, &cfg));
+  MOE_EXPECT_OK(moeLayerCreate(&gpu, gpu_ctx, &cfg));
+  if (cpu && gpu) {
+    const moe_test::HostLayer w = moe_test::MakeRandomLayer(cfg, 111, /*with_router_bias=*/true);
+    MOE_EXPECT_OK(moe_test::UploadLayer(cpu, w));
+    MOE_EXPECT_OK(moe_test::UploadLayer(gpu, w));
+    const int64_t T = 257;
+    const auto xb = moe_test::ToBytes(moe_test::RandomTokens(T, c.H, dt, 112), dt);
+    std::vector<uint8_t> yc(xb.size());
+    MOE_EXPECT_OK(moeLayerForward(cpu, T, xb.data(), yc.data(), nullptr, nullptr, 0, nullptr));
+    DevBuf dx(xb.size()), dy(xb.size());
+    dx.Put(xb.data(), xb.size());
+    MOE_EXPECT_OK(moeLayerForward(gpu, T, dx.get(), dy.get(), nullptr, nullptr, 0, nullptr));
+    EXPECT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+    const auto yb = dy.Bytes();
+    EXPECT_LE(moe_test::RelError(moe_test::FromBytes(yb.data(), T * c.H, dt),
+                                 moe_gpu_test::ToDoubleVec(moe_test::FromBytes(yc.data(), T * c.H, dt))),
+              moe_test::Tolerance(dt));
+  }
+  moeLayerDestroy(cpu);
+  moeLayerDestroy(gpu);
+  moeContextDestroy(cpu_ctx);
+  moeContextDestroy(gpu_ctx);
+  cudaStreamDestroy(s);
+}
+
 // Dense gating's forward also returns every expert's output [E, T, H].
 TEST(CudaForward, DenseExpertOutputsMatchCpu) {
   if (!moe_test::HasGpu()) GTEST_SKIP() << "no GPU";

@@ -1,5 +1,6 @@
 // CUDA stages against the CPU backend's stages on the same inputs: route (every family, groups,
 // capacity, expert choice, statistics), permute (including T * K * H > 2^31), experts.
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -122,6 +123,68 @@ TEST(CudaRoute, LargeBatch) {
   CheckRoute(kRouteCases[7], 70000, 8);
 }
 
+// Random inputs never tie and never give NaN, so the tie rule (larger score, then the lower
+// index) and the NaN rule (never wins, never out of range) of docs/ROUTING.md are checked on
+// hand-made logits: an identity router over tokens with values in {-1, 0, 1}, duplicate tokens
+// and an all-equal token, then NaN and -inf logits for experts 1 and 2 of every token through
+// the router bias. Both backends compute the same fp32 scores, so they must pick the same sets.
+std::vector<float> TiedTokens(int64_t T, int64_t H, uint64_t seed) {
+  std::vector<float> x = moe_test::RandomTokens(T, H, moeFloat32, seed);
+  for (auto &v : x) v = v > 0.5f ? 1.0f : (v < -0.5f ? -1.0f : 0.0f);
+  for (int64_t i = 0; i < H; ++i) x[size_t(H + i)] = x[size_t(i)];  // token 1 = token 0
+  for (int64_t i = 0; i < H; ++i) x[size_t(3 * H + i)] = 0.0f;       // token 3: all equal
+  return x;
+}
+
+void CheckRouteOnTokens(LayerPair &L, const std::vector<float> &x, int64_t T, int32_t E) {
+  SCOPED_TRACE("T=" + std::to_string(T));
+  const int32_t K = L.K();
+  const auto xb = moe_test::ToBytes(x, moeFloat32);
+  std::vector<int32_t> ids_c(T * K);
+  std::vector<float> w_c(T * K);
+  MOE_ASSERT_OK(moeLayerRoute(L.cpu, T, xb.data(), ids_c.data(), w_c.data(), nullptr, nullptr, 0, nullptr));
+  DevBuf dx(xb.size()), dids(T * K * 4), dw(T * K * 4);
+  dx.Put(xb.data(), xb.size());
+  MOE_ASSERT_OK(moeLayerRoute(L.gpu, T, dx.get(), dids.as<int32_t>(), dw.as<float>(), nullptr, nullptr,
+                              0, nullptr));
+  EXPECT_TRUE(moe_gpu_test::SameRoutingSets(dids.Get<int32_t>(T * K), dw.Get<float>(T * K), ids_c, w_c,
+                                            T, K, E));
+}
+
+class CudaRouteTies : public ::testing::TestWithParam<moeRouting_t> {};
+
+TEST_P(CudaRouteTies, SameAsCpu) {
+  if (!moe_test::HasGpu()) GTEST_SKIP() << "no GPU";
+  const moeRouting_t r = GetParam();
+  const moeLayerConfig_t cfg = moe_test::FamilyConfig(r, moeFloat32, 32, 8);
+  const int32_t E = cfg.num_experts;
+  LayerPair L(cfg, 5, /*router_bias=*/true);
+  ASSERT_EQ(L.status, moeSuccess) << moeGetLastErrorMessage();
+  moe_test::SetIdentityRouter(&L.w);
+  if (!L.w.selection_bias.empty()) L.w.selection_bias.assign(L.w.selection_bias.size(), 0.0f);
+  L.w.router_bias.assign(size_t(E), 0.0f);
+  MOE_ASSERT_OK(moe_test::UploadLayer(L.cpu, L.w));
+  MOE_ASSERT_OK(moe_test::UploadLayer(L.gpu, L.w));
+  // T * E below and above 16384: both router logits kernels.
+  for (int64_t T : {24, 2500}) CheckRouteOnTokens(L, TiedTokens(T, cfg.hidden, 11 + T), T, E);
+  // NaN / -inf scores, in the families whose weights stay finite when a NaN is never picked
+  // (the softmax families spread one NaN logit over every probability of the token).
+  if (r == moeRoutingTopKSoftmax || r == moeRoutingSigmoidGroupTopK ||
+      r == moeRoutingSigmoidTop1InputScale) {
+    SCOPED_TRACE("NaN and -inf logits");
+    L.w.router_bias[1] = NAN;
+    L.w.router_bias[2] = -INFINITY;
+    MOE_ASSERT_OK(moe_test::UploadLayer(L.cpu, L.w));
+    MOE_ASSERT_OK(moe_test::UploadLayer(L.gpu, L.w));
+    for (int64_t T : {24, 2500}) CheckRouteOnTokens(L, TiedTokens(T, cfg.hidden, 31 + T), T, E);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, CudaRouteTies, ::testing::Range(moeRoutingTopKSoftmax, moeRoutingCount),
+                         [](const ::testing::TestParamInfo<moeRouting_t> &i) {
+                           return std::string(moe_test::RoutingName(i.param));
+                         });
+
 // Permute of hand-made ids on both backends: offsets, the sorted order and its inverse.
 void CheckPermute(LayerPair &L, const std::vector<int32_t> &ids, int64_t T, int32_t E) {
   const int32_t K = L.K();
@@ -129,6 +192,10 @@ void CheckPermute(LayerPair &L, const std::vector<int32_t> &ids, int64_t T, int3
   MOE_ASSERT_OK(moeLayerPermute(L.cpu, T, ids.data(), off_c.data(), sp_c.data(), pr_c.data(), nullptr, 0, nullptr));
   DevBuf dids(ids.size() * 4), doff((E + 1) * 8), dsp(T * K * 8), dpr(T * K * 8);
   dids.Put(ids.data(), ids.size() * 4);
+  // -1 is a valid pair_rows value (0xFF poison would pass unwritten): poison with 0x7F.
+  doff.Poison(0x7F);
+  dsp.Poison(0x7F);
+  dpr.Poison(0x7F);
   MOE_ASSERT_OK(moeLayerPermute(L.gpu, T, dids.as<int32_t>(), doff.as<int64_t>(), dsp.as<int64_t>(),
                                 dpr.as<int64_t>(), nullptr, 0, nullptr));
   const auto off_g = doff.Get<int64_t>(E + 1);

@@ -31,10 +31,19 @@ class DevBuf {
   ~DevBuf() { cudaFree(ptr_); }
   DevBuf(const DevBuf &) = delete;
   DevBuf &operator=(const DevBuf &) = delete;
-  void Poison() {
-    if (ptr_) cudaMemset(ptr_, 0xFF, bytes_ ? bytes_ : 1);
+  // Both wait for the device: cudaMemset / cudaMemcpy run on the legacy stream, which a
+  // non-blocking stream (the graph test's) is not ordered against, and a pageable cudaMemcpy
+  // may return before the data has landed.
+  // byte 0xFF: NaN in every float dtype but -1 in every integer, a valid "none" for ids and
+  // pair_rows; integer outputs where -1 is valid are poisoned with 0x7F (a huge positive).
+  void Poison(int byte = 0xFF) {
+    if (ptr_) cudaMemset(ptr_, byte, bytes_ ? bytes_ : 1);
+    cudaDeviceSynchronize();
   }
-  void Put(const void *host, size_t bytes) { cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice); }
+  void Put(const void *host, size_t bytes) {
+    cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice);
+    cudaDeviceSynchronize();
+  }
   template <typename T>
   std::vector<T> Get(size_t count) const {
     std::vector<T> v(count);

@@ -21,6 +21,11 @@ static moeStatus_t cuda_context_init(moeContext_t ctx) {
   if (dev < 0) {
     MOE_CUDA_TRY(cudaGetDevice(&dev), "cudaGetDevice");
   }
+  int count = moe_cuda_device_count();
+  if (dev >= count)
+    return moe_error(moeErrorInvalidConfig, "config.device = %d but only %d CUDA device(s) are visible",
+                     dev, count);
+  /* Kernel attributes and the cuBLAS handle belong to the current device: set it for init. */
   MOE_CUDA_TRY(cudaSetDevice(dev), "cudaSetDevice");
   struct cudaDeviceProp prop;
   MOE_CUDA_TRY(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
@@ -64,7 +69,6 @@ static void cuda_context_fini(moeContext_t ctx) {
 static moeStatus_t cuda_mem_alloc(moeContext_t ctx, size_t bytes, void **ptr) {
   *ptr = NULL;
   if (bytes == 0) return moeSuccess;
-  MOE_CUDA_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
   cudaError_t err = cudaMalloc(ptr, bytes);
   if (err != cudaSuccess) {
     (void)cudaGetLastError();
@@ -80,17 +84,26 @@ static void cuda_mem_free(moeContext_t ctx, void *ptr) {
   if (ptr) (void)cudaFree(ptr);
 }
 
+/* Copies go on the context's stream and are waited for: ordered after the work already
+ * enqueued there (e.g. alloc_zeroed's cudaMemsetAsync of a bias that is uploaded right after),
+ * and complete on return. A plain cudaMemcpy runs on the legacy stream, which a non-blocking
+ * context stream does not order against, and from pageable memory it may return before the
+ * data has reached the device. */
 static moeStatus_t cuda_upload(moeContext_t ctx, void *dst, const void *host_src, size_t bytes) {
-  (void)ctx;
   if (bytes == 0) return moeSuccess;
-  MOE_CUDA_TRY(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "upload (cudaMemcpy)");
+  cudaStream_t st = moe_cuda_stream(ctx, NULL);
+  MOE_CUDA_TRY(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, st),
+               "upload (cudaMemcpyAsync)");
+  MOE_CUDA_TRY(cudaStreamSynchronize(st), "upload (cudaStreamSynchronize)");
   return moeSuccess;
 }
 
 static moeStatus_t cuda_download(moeContext_t ctx, void *host_dst, const void *src, size_t bytes) {
-  (void)ctx;
   if (bytes == 0) return moeSuccess;
-  MOE_CUDA_TRY(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost), "download (cudaMemcpy)");
+  cudaStream_t st = moe_cuda_stream(ctx, NULL);
+  MOE_CUDA_TRY(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, st),
+               "download (cudaMemcpyAsync)");
+  MOE_CUDA_TRY(cudaStreamSynchronize(st), "download (cudaStreamSynchronize)");
   return moeSuccess;
 }
 
@@ -105,22 +118,86 @@ static moeStatus_t cuda_synchronize(moeContext_t ctx, moeStream_t stream) {
   return moeSuccess;
 }
 
+/* ---- every op runs on the context's device ------------------------------------------------
+ * A context is bound to one device, but the calling thread's current device is its own: each op
+ * below switches to the context's device when it differs and switches back after, so a context
+ * on device 1 used from a thread on device 0 neither launches on the wrong GPU nor changes the
+ * caller's current device. cudaGetDevice/cudaSetDevice are legal during stream capture. */
+typedef struct {
+  int previous;
+  int switched;
+} DeviceGuard;
+
+static moeStatus_t device_enter(moeContext_t ctx, DeviceGuard *g) {
+  g->switched = 0;
+  MOE_CUDA_TRY(cudaGetDevice(&g->previous), "cudaGetDevice");
+  if (g->previous != ctx->device) {
+    MOE_CUDA_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
+    g->switched = 1;
+  }
+  return moeSuccess;
+}
+
+static void device_leave(const DeviceGuard *g) {
+  if (g->switched) (void)cudaSetDevice(g->previous);
+}
+
+/* Defines NAME_on_device(PARAMS), which calls FN(ARGS) on the device of CTX. */
+#define ON_DEVICE(name, fn, ctx_of, params, args)        \
+  static moeStatus_t name##_on_device params {           \
+    DeviceGuard guard;                                   \
+    MOE_TRY(device_enter(ctx_of, &guard));               \
+    moeStatus_t status = fn args;                        \
+    device_leave(&guard);                                \
+    return status;                                       \
+  }
+
+ON_DEVICE(mem_alloc, cuda_mem_alloc, ctx, (moeContext_t ctx, size_t bytes, void **ptr), (ctx, bytes, ptr))
+ON_DEVICE(upload, cuda_upload, ctx, (moeContext_t ctx, void *dst, const void *src, size_t bytes),
+          (ctx, dst, src, bytes))
+ON_DEVICE(download, cuda_download, ctx, (moeContext_t ctx, void *dst, const void *src, size_t bytes),
+          (ctx, dst, src, bytes))
+ON_DEVICE(memset_zero, cuda_memset_zero, ctx,
+          (moeContext_t ctx, void *dst, size_t bytes, moeStream_t stream), (ctx, dst, bytes, stream))
+ON_DEVICE(synchronize, cuda_synchronize, ctx, (moeContext_t ctx, moeStream_t stream), (ctx, stream))
+ON_DEVICE(route, moe_cuda_route, L->ctx,
+          (const moeLayer *L, const moeRouteArgs *a, moeScratch s, moeStream_t st), (L, a, s, st))
+ON_DEVICE(permute, moe_cuda_permute, L->ctx,
+          (const moeLayer *L, const moePermuteArgs *a, moeScratch s, moeStream_t st), (L, a, s, st))
+ON_DEVICE(experts, moe_cuda_experts, L->ctx,
+          (const moeLayer *L, const moeExpertsArgs *a, moeScratch s, moeStream_t st), (L, a, s, st))
+ON_DEVICE(shared_experts, moe_cuda_shared_experts, L->ctx,
+          (const moeLayer *L, const moeSharedArgs *a, moeScratch s, moeStream_t st), (L, a, s, st))
+ON_DEVICE(combine, moe_cuda_combine, L->ctx,
+          (const moeLayer *L, const moeCombineArgs *a, moeStream_t st), (L, a, st))
+ON_DEVICE(project, moe_cuda_project, L->ctx,
+          (const moeLayer *L, const moeProjectArgs *a, moeScratch s, moeStream_t st), (L, a, s, st))
+ON_DEVICE(update_selection_bias, moe_cuda_update_selection_bias, L->ctx,
+          (const moeLayer *L, const int64_t *counts, float rate, moeStream_t st), (L, counts, rate, st))
+
+static void mem_free_on_device(moeContext_t ctx, void *ptr) {
+  DeviceGuard guard;
+  if (device_enter(ctx, &guard) != moeSuccess) return;
+  cuda_mem_free(ctx, ptr);
+  device_leave(&guard);
+}
+
 const moeBackendOps moe_cuda_backend_ops = {
     .name = "cuda",
     .context_init = cuda_context_init,
     .context_fini = cuda_context_fini,
-    .mem_alloc = cuda_mem_alloc,
-    .mem_free = cuda_mem_free,
-    .upload = cuda_upload,
-    .download = cuda_download,
-    .memset_zero = cuda_memset_zero,
-    .synchronize = cuda_synchronize,
+    .mem_alloc = mem_alloc_on_device,
+    .mem_free = mem_free_on_device,
+    .upload = upload_on_device,
+    .download = download_on_device,
+    .memset_zero = memset_zero_on_device,
+    .synchronize = synchronize_on_device,
     .scratch_bytes = moe_cuda_scratch_bytes,
-    .route = moe_cuda_route,
-    .permute = moe_cuda_permute,
-    .experts = moe_cuda_experts,
-    .shared_experts = moe_cuda_shared_experts,
-    .combine = moe_cuda_combine,
-    .project = moe_cuda_project,
-    .update_selection_bias = moe_cuda_update_selection_bias,
+    .route = route_on_device,
+    .permute = permute_on_device,
+    .experts = experts_on_device,
+    .shared_experts = shared_experts_on_device,
+    .combine = combine_on_device,
+    .project = project_on_device,
+    .update_selection_bias = update_selection_bias_on_device,
 };

@@ -67,6 +67,10 @@ static size_t permute_scratch(const moeLayer *L, int64_t T) {
 size_t moe_cuda_ffn_scratch_bytes(const moeLayer *L, int64_t T); /* cuda_ffn.c */
 
 size_t moe_cuda_scratch_bytes(const moeLayer *L, int64_t T) {
+  /* The plans multiply T * E, T * K * I and T * Is * H in size_t without overflow checks;
+   * beyond 2^40 selections (as on the CPU backend) report "too big" instead of wrapping. */
+  const int64_t width = L->K > L->E ? L->K : L->E;
+  if (T > ((int64_t)1 << 40) / (width > 0 ? width : 1)) return SIZE_MAX;
   RoutePlan rp;
   route_plan(L, T, &rp);
   size_t m = rp.total;
@@ -147,7 +151,10 @@ moeStatus_t moe_cuda_route(const moeLayer *L, const moeRouteArgs *a, moeScratch 
     cp.T = T;
     cp.E = L->E;
     cp.K = L->K;
-    cp.capacity = c < 0.0 ? 0 : (int64_t)c;
+    /* Clamped to T * K like the CPU reference: capacity_factor has no upper bound, and a
+     * double above INT64_MAX converts to INT64_MIN on x86 (every selection would be dropped). */
+    const int64_t TK = T * (int64_t)L->K;
+    cp.capacity = c < 0.0 ? 0 : (c > (double)TK ? TK : (int64_t)c);
     cp.policy = (int32_t)L->cfg.drop_policy;
     cp.ids = a->expert_ids;
     cp.weights = a->weights;
