@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "bench_ep.h"
 #include "options.h"
 #include "report.h"
 #include "roofline.h"
@@ -73,6 +74,10 @@ int bench_make_config(const benchPreset *p, const benchOptions *opt, int scale,
 }
 
 int main(int argc, char **argv) {
+  /* --ep N: the expert-parallel benchmark under mpirun (bench_ep.c) has its own options. */
+  for (int i = 1; i < argc; ++i)
+    if (strcmp(argv[i], "--ep") == 0) return moe_bench_ep_run(argc, argv);
+
   benchOptions opt;
   bench_options_defaults(&opt);
   int rc = bench_parse_options(argc, argv, &opt);

@@ -69,6 +69,14 @@ void bench_print_help(FILE *f) {
       "      --heads h           multi-head MoE with h sub-tokens per token (h divides H) [1]\n"
       "      --dense             dense gating: every expert on every token\n"
       "\n"
+      "Expert parallelism (MPI; NCCL with --backend cuda), a mode of its own:\n"
+      "      --ep N              the expert-parallel benchmark over N ranks, launched as\n"
+      "                          mpirun -np N moe-bench --ep N [--preset P] [--scale S]\n"
+      "                          [--tokens T per rank] [--dtype bf16|f32] [--iters I]\n"
+      "                          [--warmup W] [--backend cpu|cuda] [--seed S]; no other\n"
+      "                          option applies. Prints per-rank stage times, bytes moved and\n"
+      "                          bandwidths, and a cost-model projection to 8, 16, 64 GPUs\n"
+      "\n"
       "Output:\n"
       "      --json FILE         write every result and the environment as JSON\n"
       "      --csv FILE          write one CSV row per (preset, T)\n"
@@ -96,7 +104,8 @@ void bench_print_help(FILE *f) {
       "  moe-bench -p all --sweep --json out.json     every preset, every T (GPU: full size)\n"
       "  moe-bench -p olmoe-1b-7b --top-p 0.4 --k-max 16 --stats\n"
       "  moe-bench -p mixtral-8x7b --capacity-factor 1.25 --drop-policy probs --stats\n"
-      "  moe-bench --roofline --markdown\n",
+      "  moe-bench --roofline --markdown\n"
+      "  mpirun -np 4 moe-bench --ep 4 --preset deepseek-v3 --scale 16 --tokens 64\n",
       f);
 }
 
