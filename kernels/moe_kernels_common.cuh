@@ -104,4 +104,11 @@ __device__ __forceinline__ float logf_ref(float x) {
 
 __device__ __forceinline__ float sigmoidf_ref(float z) { return 1.0f / (1.0f + expf_ref(-z)); }
 
+// softmax(z)_e as the CPU backend computes it: fp32 exponential of z - max, divided in double by
+// the double sum of those exponentials, rounded once. The double sum keeps tokens whose logits
+// are permutations of each other at bitwise equal probabilities (expert choice ranks tokens).
+__device__ __forceinline__ float softmax_prob(float z, float max, double sum) {
+  return static_cast<float>(static_cast<double>(expf_ref(z - max)) / sum);
+}
+
 }  // namespace moe_kernels

@@ -112,13 +112,13 @@ cudaError_t capacity_layout(int64_t T, int32_t K, int32_t E, int policy, Capacit
 // ---- expert choice ---------------------------------------------------------------------------
 // Item i = t * E + e, key = e : descending p(t, e), value t. Stable: ties keep the lower token.
 __global__ void ec_keys_kernel(const float *__restrict__ z, const float *__restrict__ tmax,
-                               const float *__restrict__ tsum, int64_t T, int E,
+                               const double *__restrict__ tsum, int64_t T, int E,
                                uint64_t *__restrict__ keys, int64_t *__restrict__ vals) {
   const int64_t N = T * E;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < N;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t t = i / E, e = i - t * E;
-    const float pv = expf_ref(z[i] - tmax[t]) / tsum[t];  // as route_select_kernel computes it
+    const float pv = softmax_prob(z[i], tmax[t], tsum[t]);  // as route_select_kernel computes it
     keys[i] = (static_cast<uint64_t>(e) << 32) | ~score_key(pv);
     vals[i] = t;
   }
@@ -127,7 +127,7 @@ __global__ void ec_keys_kernel(const float *__restrict__ z, const float *__restr
 // Sorted: expert e's T candidates sit at [e * T, (e + 1) * T), best first. Every (t, e) appears
 // exactly once, so every slot of the output is written.
 __global__ void ec_pick_kernel(const int64_t *__restrict__ vals, const float *__restrict__ z,
-                               const float *__restrict__ tmax, const float *__restrict__ tsum,
+                               const float *__restrict__ tmax, const double *__restrict__ tsum,
                                int64_t T, int E, int64_t C, float scale,
                                int32_t *__restrict__ ids, float *__restrict__ w) {
   const int64_t N = T * E;
@@ -136,7 +136,7 @@ __global__ void ec_pick_kernel(const int64_t *__restrict__ vals, const float *__
     const int64_t e = s / T, r = s - e * T, t = vals[s], i = t * E + e;
     if (r < C) {
       ids[i] = static_cast<int32_t>(e);
-      w[i] = (expf_ref(z[i] - tmax[t]) / tsum[t]) * scale;
+      w[i] = softmax_prob(z[i], tmax[t], tsum[t]) * scale;
     } else {
       ids[i] = -1;
       w[i] = 0.f;
@@ -165,13 +165,13 @@ __global__ void counts_kernel(const int32_t *__restrict__ ids, int64_t N, int E,
 // phases added in a fixed order.
 __global__ void __launch_bounds__(256)
 prob_mean_kernel(const float *__restrict__ z, const float *__restrict__ tmax,
-                 const float *__restrict__ tsum, int64_t T, int E, float *__restrict__ out) {
+                 const double *__restrict__ tsum, int64_t T, int E, float *__restrict__ out) {
   __shared__ double part[8][32];
   const int lane = threadIdx.x & 31, ph = threadIdx.x >> 5;
   const int e = blockIdx.x * 32 + lane;
   double acc = 0.0;
   if (e < E)
-    for (int64_t t = ph; t < T; t += 8) acc += static_cast<double>(expf_ref(z[t * E + e] - tmax[t]) / tsum[t]);
+    for (int64_t t = ph; t < T; t += 8) acc += static_cast<double>(softmax_prob(z[t * E + e], tmax[t], tsum[t]));
   part[ph][lane] = acc;
   __syncthreads();
   if (ph == 0 && e < E) {

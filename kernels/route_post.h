@@ -34,7 +34,7 @@ typedef struct {
   int32_t E;
   int64_t capacity;           /* C tokens per expert, 0 <= C <= T */
   const float *z;             /* [T, E] logits */
-  const float *tok_max, *tok_sum; /* [T] softmax statistics (moe_launch_route_softmax_stats) */
+  const float *tok_max; const double *tok_sum; /* [T] softmax statistics (moe_launch_route_softmax_stats) */
   float scale;                /* routed_scaling_factor */
   int32_t *ids;               /* [T, E] out: slot e = e where expert e picked token t, else -1 */
   float *weights;             /* [T, E] out: p(t, e) * scale where picked, else 0 */
@@ -54,7 +54,8 @@ typedef struct {
   int32_t top_k;               /* token choice: f_e = c_e / (T * top_k) */
   const int32_t *ids;          /* [T, K] final routing (after capacity) */
   const float *z;              /* [T, E] */
-  const float *tok_max, *tok_sum, *tok_lse, *tok_ent; /* [T] */
+  const float *tok_max, *tok_lse, *tok_ent; /* [T] */
+  const double *tok_sum;                     /* [T] */
   const int64_t *dropped;      /* [E] dropped selections or NULL (none) */
   int64_t *counts;             /* [E] out (required; scratch when the caller wants none) */
   float *prob_mean;            /* [E] out (required when scalars is set; scratch allowed) */

@@ -160,16 +160,16 @@ route_select_kernel(moeSelectParams p, int stats_only) {
   uint32_t *key = smem_u + warp * stride + E;
   uint32_t *gkey = key + E;
 
-  // Softmax of the logits as the CPU computes it: max, then expf_ref(z - max) summed in expert
-  // order (one lane; the warp only fills the terms), p = term / sum.
+  // Softmax of the logits as the CPU computes it: max, then expf_ref(z - max) summed in double
+  // in expert order (one lane; the warp only fills the terms), p = term / sum rounded once.
   float m = -INFINITY;
   for (int e = lane; e < E; e += 32) m = fmaxf(m, zr[e]);
   m = warp_max(m);
   for (int e = lane; e < E; e += 32) val[e] = expf_ref(zr[e] - m);
   __syncwarp();
-  float s = 0.f;
+  double s = 0.0;
   if (lane == 0)
-    for (int e = 0; e < E; ++e) s = __fadd_rn(s, val[e]);
+    for (int e = 0; e < E; ++e) s = __dadd_rn(s, static_cast<double>(val[e]));
   s = __shfl_sync(0xffffffffu, s, 0);
   if (lane == 0) {
     p.tok_max[t] = m;
@@ -178,12 +178,12 @@ route_select_kernel(moeSelectParams p, int stats_only) {
   if (p.tok_lse || p.tok_ent) {
     float ent = 0.f;
     for (int e = lane; e < E; e += 32) {
-      const float pe = val[e] / s;
+      const float pe = static_cast<float>(static_cast<double>(val[e]) / s);
       if (pe > 0.f) ent -= pe * logf_ref(pe);
     }
     ent = warp_sum(ent);
     if (lane == 0) {
-      if (p.tok_lse) p.tok_lse[t] = m + logf_ref(s);
+      if (p.tok_lse) p.tok_lse[t] = m + static_cast<float>(log(s));
       if (p.tok_ent) p.tok_ent[t] = ent;
     }
   }
@@ -195,7 +195,7 @@ route_select_kernel(moeSelectParams p, int stats_only) {
   if (fam == kDense) {  // every expert, slot j = expert j (as the CPU backend lays it out)
     for (int j = lane; j < K; j += 32) {
       ids[j] = j < E ? j : -1;
-      w[j] = j < E ? (expf_ref(zr[j] - m) / s) * p.scale : 0.f;
+      w[j] = j < E ? softmax_prob(zr[j], m, s) * p.scale : 0.f;
     }
     return;
   }
@@ -211,7 +211,7 @@ route_select_kernel(moeSelectParams p, int stats_only) {
       v = sigmoidf_ref(zv);
       k = score_key(v + (p.selection_bias ? p.selection_bias[e] : 0.f));
     } else {
-      v = expf_ref(zv - m) / s;
+      v = softmax_prob(zv, m, s);
       k = score_key(v);
     }
     val[e] = v;

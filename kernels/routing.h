@@ -31,7 +31,8 @@ typedef struct {
   const float *selection_bias;/* [E] (SigmoidGroupTopK) or NULL */
   int32_t *ids;               /* [T, K] out */
   float *weights;             /* [T, K] out */
-  float *tok_max, *tok_sum;   /* [T] out: softmax max and sum of expf(z - max) (both required) */
+  float *tok_max;             /* [T] out: softmax max (required) */
+  double *tok_sum;            /* [T] out: sum of expf(z - max) in double (required) */
   float *tok_lse, *tok_ent;   /* [T] out or NULL: logsumexp and entropy of softmax(z) */
 } moeSelectParams;
 

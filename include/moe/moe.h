@@ -329,7 +329,7 @@ MOE_API moeStatus_t moeLayerGetWorkspaceSize(moeLayer_t layer, int64_t max_token
                                              size_t *bytes);
 
 /* The whole layer: y = MoE(x).
- * [in]  num_tokens  T >= 0; T = 0 returns at once.
+ * [in]  num_tokens  T >= 0; T = 0 returns at once, touching neither y nor stats.
  * [in]  x           [T, H] in the layer's dtype.
  * [out] y           [T, H] in the layer's dtype; may not alias x.
  * [out] stats       optional router statistics (see above); NULL for none.

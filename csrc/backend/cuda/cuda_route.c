@@ -30,7 +30,7 @@ static void route_plan(const moeLayer *L, int64_t T, RoutePlan *p) {
   size_t off = 0;
   p->z = off; off += ALIGN_UP(t * E * sizeof(float));
   p->tmax = off; off += ALIGN_UP(t * sizeof(float));
-  p->tsum = off; off += ALIGN_UP(t * sizeof(float));
+  p->tsum = off; off += ALIGN_UP(t * sizeof(double));
   p->tlse = off; off += ALIGN_UP(t * sizeof(float));
   p->tent = off; off += ALIGN_UP(t * sizeof(float));
   p->counts = off; off += ALIGN_UP(E * sizeof(int64_t));
@@ -112,7 +112,7 @@ moeStatus_t moe_cuda_route(const moeLayer *L, const moeRouteArgs *a, moeScratch 
   sp.ids = a->expert_ids;
   sp.weights = a->weights;
   sp.tok_max = (float *)(base + rp.tmax);
-  sp.tok_sum = (float *)(base + rp.tsum);
+  sp.tok_sum = (double *)(base + rp.tsum);
   sp.tok_lse = want_scalars ? (float *)(base + rp.tlse) : NULL;
   sp.tok_ent = want_scalars ? (float *)(base + rp.tent) : NULL;
 
