@@ -260,7 +260,9 @@ static void bench_one(const benchOptions *opt, benchReport *rep, benchSource *p,
   for (int i = 0; i < g.nbuf; ++i) {
     bench_make_tokens(T, d->H, cfg->dtype, opt->seed + (uint64_t)T * 1000 + (uint64_t)i, i ? NULL : x0, host);
     CU(cudaMemcpy(g.x[i], host, xbytes, cudaMemcpyHostToDevice));
-    CU(cudaMemset(g.y[i], 0xff, xbytes)); /* NaN in every dtype: unwritten output fails --check */
+    /* NaN in every dtype: unwritten output fails --check. On s: a plain cudaMemset runs on the
+     * legacy stream, which the non-blocking s does not wait for. */
+    CU(cudaMemsetAsync(g.y[i], 0xff, xbytes, s));
   }
   row.input_buffers = g.nbuf;
 
