@@ -88,6 +88,7 @@ static double measure_gemm(cudaStream_t s, int n) {
     CU(cudaMemcpy(A, host, bytes, cudaMemcpyHostToDevice));
     bench_make_tokens(n, n, moeBFloat16, 8, NULL, host);
     CU(cudaMemcpy(B, host, bytes, cudaMemcpyHostToDevice));
+    CU(cudaDeviceSynchronize()); /* pageable copies may still be in flight on the legacy stream */
     free(host);
     const float alpha = 1.0f, beta = 0.0f;
     enum { N = 20 };
@@ -265,6 +266,9 @@ static void bench_one(const benchOptions *opt, benchReport *rep, benchSource *p,
     CU(cudaMemsetAsync(g.y[i], 0xff, xbytes, s));
   }
   row.input_buffers = g.nbuf;
+  /* A pageable cudaMemcpy may return before its DMA is done, on the legacy stream that the
+   * non-blocking s does not wait for. */
+  CU(cudaDeviceSynchronize());
 
   /* One plain call first, so lazy initialization in the library (handles, tables) happens
    * outside the capture; then one graph per input buffer. */
@@ -439,6 +443,7 @@ int bench_run_gpu(const benchOptions *opt, benchReport *rep) {
       continue;
     }
     bench_check_status(st, "creating the layer");
+    CU(cudaDeviceSynchronize()); /* weight uploads done, whichever stream they used */
     const double upload_s = (bench_now_us() - t0) * 1e-6;
     moeLayerConfig_t cfg;
     bench_check_status(moeLayerGetConfig(layer, &cfg), "moeLayerGetConfig");
