@@ -45,6 +45,10 @@ typedef struct {
   float expert_choice;     /* --expert-choice C, or < 0 */
   int heads;               /* --heads, or 0 */
   int dense;               /* --dense */
+  /* A real layer instead of a preset (include/moe/moe_io.h). */
+  const char *checkpoint;  /* --checkpoint DIR, or NULL */
+  int ckpt_layer;          /* --layer N */
+  int dtype_set;           /* --dtype given (a checkpoint otherwise keeps its own dtype) */
   /* Actions and output details. */
   int help, version, list, roofline, markdown, warmup_set;
   double peak_bw, peak_flops; /* --roofline ceilings (B/s, FLOP/s) */
@@ -175,10 +179,32 @@ int bench_make_config(const benchPreset *p, const benchOptions *opt, int scale,
 /* Default scale for the CPU mode: expert weights around 32 MB. */
 int bench_auto_cpu_scale(const benchPreset *p, moeDtype_t dtype);
 
+/* ---- what is benchmarked: a preset with random weights, or a checkpoint (source.c) ---------- */
+struct moeCheckpointWeights_s;
+typedef struct {
+  char name[32];           /* preset name, or "ckpt-L<N>:<dir basename>" */
+  int router_bias;         /* random weights: the router has a bias (gpt-oss) */
+  int scale;               /* 1/scale of the preset's widths */
+  moeLayerConfig_t cfg;    /* the configuration asked for */
+  const char *ckpt_dir;    /* NULL for a preset */
+  int ckpt_layer;
+  void *ckpt_weights;      /* moeCheckpointWeights_t *, read by the first --check */
+} benchSource;
+
+int bench_source_count(const benchOptions *opt);
+/* Source i of the run. Returns: 0, or -1 with a message in err. */
+int bench_source_open(const benchOptions *opt, int i, int gpu, benchSource *src, char *err,
+                      size_t err_len);
+/* Creates the layer on ctx and sets its weights (random, or the checkpoint's). */
+moeStatus_t bench_source_create_layer(benchSource *src, moeContext_t ctx, const benchOptions *opt,
+                                      moeLayer_t *layer);
+void bench_source_close(benchSource *src);
+
 /* ---- --check and --stats (reference_check.c) ---------------------------------------------- */
-/* Compares y (storage dtype, [T, H]) with the naive double reference on up to
- * opt->check_tokens tokens of x (fp32 values); fills row->checked, rel_err, tol, pass. */
-void bench_reference_check(const moeLayerConfig_t *cfg, uint64_t seed, int router_bias,
+/* Compares y (storage dtype, [T, H]) with the naive double reference on up to max_tokens
+ * tokens of x (fp32 values); cfg is the layer's configuration. Fills row->checked, rel_err,
+ * tol, pass. */
+void bench_reference_check(const moeLayerConfig_t *cfg, benchSource *src, uint64_t seed,
                            int64_t T, const float *x, const void *y, int max_tokens,
                            benchRow *row);
 /* Fills the statistics fields of row from host copies of the router statistics. */

@@ -95,7 +95,7 @@ static double forward_us(moeLayer_t layer, int64_t T, cpuBuffers *b, const moeRo
   return bench_now_us() - t0;
 }
 
-static void bench_one(const benchOptions *opt, benchReport *rep, const benchPreset *p,
+static void bench_one(const benchOptions *opt, benchReport *rep, benchSource *p,
                       moeLayer_t layer, const moeLayerConfig_t *cfg, const benchDims *d, int32_t K,
                       int scale, int64_t T, cpuBuffers *b) {
   benchRow row;
@@ -132,7 +132,7 @@ static void bench_one(const benchOptions *opt, benchReport *rep, const benchPres
   row.max_us = times[iters - 1];
 
   /* --check on the output of the last timed forward. */
-  if (opt->check) bench_reference_check(cfg, opt->seed, p->router_bias, T, b->x_f32, b->y, opt->check_tokens, &row);
+  if (opt->check) bench_reference_check(cfg, p, opt->seed, T, b->x_f32, b->y, opt->check_tokens, &row);
 
   /* Stages one by one (same inputs), then the routing output for experts hit. */
   if (opt->stages) {
@@ -201,21 +201,21 @@ int bench_run_cpu(const benchOptions *opt, benchReport *rep) {
   int64_t Tmax = 1;
   for (int i = 0; i < nT; ++i) Tmax = Ts[i] > Tmax ? Ts[i] : Tmax;
 
-  for (int pi = 0; pi < opt->num_presets; ++pi) {
-    const benchPreset *p = bench_preset_find(opt->presets[pi]);
-    const int scale = opt->scale > 0 ? opt->scale : bench_auto_cpu_scale(p, opt->dtype);
-    moeLayerConfig_t cfg;
-    char err[256];
-    if (bench_make_config(p, opt, scale, &cfg, err, sizeof err) != 0) {
-      fprintf(stderr, "moe-bench: %s: %s\n", p->name, err);
+  for (int pi = 0; pi < bench_source_count(opt); ++pi) {
+    benchSource src;
+    char err[320];
+    if (bench_source_open(opt, pi, 0, &src, err, sizeof err) != 0) {
+      fprintf(stderr, "moe-bench: %s\n", err);
       exit(2);
     }
+    const benchSource *p = &src;
+    const int scale = src.scale;
     moeLayer_t layer = NULL;
-    bench_check_status(moeLayerCreate(&layer, ctx, &cfg), "moeLayerCreate");
-    bench_check_status(moeLayerGetConfig(layer, &cfg), "moeLayerGetConfig");
     double t0 = bench_now_us();
-    bench_check_status(bench_upload_weights(layer, &cfg, opt->seed, p->router_bias), "uploading weights");
+    bench_check_status(bench_source_create_layer(&src, ctx, opt, &layer), "creating the layer");
     double upload_s = (bench_now_us() - t0) * 1e-6;
+    moeLayerConfig_t cfg;
+    bench_check_status(moeLayerGetConfig(layer, &cfg), "moeLayerGetConfig");
     int32_t K = 0;
     bench_check_status(moeLayerGetRouteWidth(layer, &K), "moeLayerGetRouteWidth");
     benchDims d;
@@ -228,9 +228,10 @@ int bench_run_cpu(const benchOptions *opt, benchReport *rep) {
       bench_report_begin_preset(rep, p->name, &cfg, scale);
       (void)upload_s;
     }
-    for (int i = 0; i < nT; ++i) bench_one(opt, rep, p, layer, &cfg, &d, K, scale, Ts[i], &b);
+    for (int i = 0; i < nT; ++i) bench_one(opt, rep, &src, layer, &cfg, &d, K, scale, Ts[i], &b);
     free_buffers(&b);
     moeLayerDestroy(layer);
+    bench_source_close(&src);
   }
   moeContextDestroy(ctx);
   return rep->failures ? 1 : 0;

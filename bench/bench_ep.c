@@ -3,11 +3,7 @@
 
 #include <stdio.h>
 
-/* Until bench/main.c (bench branch) is merged, moe-bench has no main of its own and would not
- * link: this weak one makes it an --ep-only tool. main.c's strong main replaces it. */
-#if defined(__GNUC__)
-__attribute__((weak)) int main(int argc, char **argv) { return moe_bench_ep_run(argc, argv); }
-#endif
+/* Entered from bench/main.c when the command line holds --ep. */
 
 #ifndef MOE_WITH_MPI
 int moe_bench_ep_run(int argc, char **argv) {

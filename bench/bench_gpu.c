@@ -88,6 +88,7 @@ static double measure_gemm(cudaStream_t s, int n) {
     CU(cudaMemcpy(A, host, bytes, cudaMemcpyHostToDevice));
     bench_make_tokens(n, n, moeBFloat16, 8, NULL, host);
     CU(cudaMemcpy(B, host, bytes, cudaMemcpyHostToDevice));
+    CU(cudaDeviceSynchronize()); /* pageable copies may still be in flight on the legacy stream */
     free(host);
     const float alpha = 1.0f, beta = 0.0f;
     enum { N = 20 };
@@ -221,7 +222,7 @@ static void launch(moeLayer_t layer, int64_t T, gpuT *g, int i, int graphs, void
   else bench_check_status(moeLayerForward(layer, T, g->x[i], g->y[i], NULL, ws, wsb, s), "moeLayerForward");
 }
 
-static void bench_one(const benchOptions *opt, benchReport *rep, const benchPreset *p,
+static void bench_one(const benchOptions *opt, benchReport *rep, benchSource *p,
                       moeLayer_t layer, const moeLayerConfig_t *cfg, const benchDims *d, int32_t K,
                       int64_t T, void *ws, size_t wsb, cudaStream_t s) {
   const size_t es = bench_dtype_size(cfg->dtype);
@@ -233,7 +234,7 @@ static void bench_one(const benchOptions *opt, benchReport *rep, const benchPres
   snprintf(row.backend, sizeof row.backend, "cuda");
   snprintf(row.dtype, sizeof row.dtype, "%s", bench_dtype_name(cfg->dtype));
   snprintf(row.routing, sizeof row.routing, "%s", bench_routing_name(cfg->routing));
-  row.scale = opt->scale > 0 ? opt->scale : 1;
+  row.scale = p->scale;
   row.T = T, row.H = d->H, row.I = d->I, row.Is = d->S ? d->Is : 0;
   row.E = d->E, row.K = K, row.S = d->S, row.heads = d->heads;
   for (int st = 0; st < BENCH_NUM_STAGES; ++st) row.stage_us[st] = -1.0;
@@ -260,9 +261,14 @@ static void bench_one(const benchOptions *opt, benchReport *rep, const benchPres
   for (int i = 0; i < g.nbuf; ++i) {
     bench_make_tokens(T, d->H, cfg->dtype, opt->seed + (uint64_t)T * 1000 + (uint64_t)i, i ? NULL : x0, host);
     CU(cudaMemcpy(g.x[i], host, xbytes, cudaMemcpyHostToDevice));
-    CU(cudaMemset(g.y[i], 0xff, xbytes)); /* NaN in every dtype: unwritten output fails --check */
+    /* NaN in every dtype: unwritten output fails --check. On s: a plain cudaMemset runs on the
+     * legacy stream, which the non-blocking s does not wait for. */
+    CU(cudaMemsetAsync(g.y[i], 0xff, xbytes, s));
   }
   row.input_buffers = g.nbuf;
+  /* A pageable cudaMemcpy may return before its DMA is done, on the legacy stream that the
+   * non-blocking s does not wait for. */
+  CU(cudaDeviceSynchronize());
 
   /* One plain call first, so lazy initialization in the library (handles, tables) happens
    * outside the capture; then one graph per input buffer. */
@@ -312,7 +318,7 @@ static void bench_one(const benchOptions *opt, benchReport *rep, const benchPres
   /* --check: y of buffer 0 (every replay of graph 0 writes the same values). */
   if (opt->check) {
     CU(cudaMemcpy(host, g.y[0], xbytes, cudaMemcpyDeviceToHost));
-    bench_reference_check(cfg, opt->seed, p->router_bias, T, x0, host, opt->check_tokens, &row);
+    bench_reference_check(cfg, p, opt->seed, T, x0, host, opt->check_tokens, &row);
   }
 
   /* Stages one by one on buffer 0, events around each call. */
@@ -419,26 +425,28 @@ int bench_run_gpu(const benchOptions *opt, benchReport *rep) {
   int64_t Tmax = 1;
   for (int i = 0; i < nT; ++i) Tmax = Ts[i] > Tmax ? Ts[i] : Tmax;
 
-  for (int pi = 0; pi < opt->num_presets; ++pi) {
-    const benchPreset *p = bench_preset_find(opt->presets[pi]);
-    const int scale = opt->scale > 0 ? opt->scale : 1;
-    moeLayerConfig_t cfg;
+  for (int pi = 0; pi < bench_source_count(opt); ++pi) {
+    benchSource src;
     char err[320];
-    if (bench_make_config(p, opt, scale, &cfg, err, sizeof err) != 0) {
-      fprintf(stderr, "moe-bench: %s: %s\n", p->name, err);
+    if (bench_source_open(opt, pi, 1, &src, err, sizeof err) != 0) {
+      fprintf(stderr, "moe-bench: %s\n", err);
       exit(2);
     }
+    benchSource *p = &src;
+    const int scale = src.scale;
     moeLayer_t layer = NULL;
-    moeStatus_t st = moeLayerCreate(&layer, ctx, &cfg);
+    double t0 = bench_now_us();
+    moeStatus_t st = bench_source_create_layer(&src, ctx, opt, &layer);
     if (st == moeErrorOutOfMemory) {
       fprintf(stderr, "moe-bench: %s: the weights do not fit on this device, skipped\n", p->name);
+      bench_source_close(&src);
       continue;
     }
-    bench_check_status(st, "moeLayerCreate");
-    bench_check_status(moeLayerGetConfig(layer, &cfg), "moeLayerGetConfig");
-    double t0 = bench_now_us();
-    bench_check_status(bench_upload_weights(layer, &cfg, opt->seed, p->router_bias), "uploading weights");
+    bench_check_status(st, "creating the layer");
+    CU(cudaDeviceSynchronize()); /* weight uploads done, whichever stream they used */
     const double upload_s = (bench_now_us() - t0) * 1e-6;
+    moeLayerConfig_t cfg;
+    bench_check_status(moeLayerGetConfig(layer, &cfg), "moeLayerGetConfig");
     int32_t K = 0;
     bench_check_status(moeLayerGetRouteWidth(layer, &K), "moeLayerGetRouteWidth");
     benchDims d;
@@ -449,15 +457,17 @@ int bench_run_gpu(const benchOptions *opt, benchReport *rep) {
     if (!ws) {
       fprintf(stderr, "moe-bench: %s: no device memory for a %zu-byte workspace, skipped\n", p->name, wsb);
       moeLayerDestroy(layer);
+      bench_source_close(&src);
       continue;
     }
     if (!opt->quiet) {
       bench_report_begin_preset(rep, p->name, &cfg, scale);
-      fprintf(stderr, "(%s: weights generated and uploaded in %.1f s)\n", p->name, upload_s);
+      fprintf(stderr, "(%s: layer created and weights set in %.1f s)\n", p->name, upload_s);
     }
     for (int i = 0; i < nT; ++i) bench_one(opt, rep, p, layer, &cfg, &d, K, Ts[i], ws, wsb, s);
     cudaFree(ws);
     moeLayerDestroy(layer);
+    bench_source_close(&src);
   }
   moeContextDestroy(ctx);
   cudaStreamDestroy(s);

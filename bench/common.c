@@ -10,6 +10,9 @@
 
 #include "bench.h"
 
+#ifdef MOE_BENCH_HAVE_COMMIT_H
+#include "bench_commit.h" /* generated at build time by bench/commit.cmake */
+#endif
 #ifndef MOE_BENCH_GIT_COMMIT
 #define MOE_BENCH_GIT_COMMIT "unknown"
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "bench_ep.h"
 #include "options.h"
 #include "report.h"
 #include "roofline.h"
@@ -24,6 +25,8 @@ int bench_auto_cpu_scale(const benchPreset *p, moeDtype_t dtype) {
 int bench_make_config(const benchPreset *p, const benchOptions *opt, int scale,
                       moeLayerConfig_t *cfg, char *err, size_t err_len) {
   bench_preset_config(p, scale, opt->dtype, cfg);
+  const size_t at = (size_t)snprintf(err, err_len, "%s: ", p->name);
+  if (at < err_len) err += at, err_len -= at;
   if (opt->routing >= 0) {
     cfg->routing = (moeRouting_t)opt->routing;
     if (cfg->routing != moeRoutingSigmoidGroupTopK && cfg->routing != moeRoutingSoftmaxGroupTopK)
@@ -73,6 +76,10 @@ int bench_make_config(const benchPreset *p, const benchOptions *opt, int scale,
 }
 
 int main(int argc, char **argv) {
+  /* --ep N: the expert-parallel benchmark under mpirun (bench_ep.c) has its own options. */
+  for (int i = 1; i < argc; ++i)
+    if (strcmp(argv[i], "--ep") == 0) return moe_bench_ep_run(argc, argv);
+
   benchOptions opt;
   bench_options_defaults(&opt);
   int rc = bench_parse_options(argc, argv, &opt);
@@ -100,7 +107,7 @@ int main(int argc, char **argv) {
     bench_print_roofline_table(stdout, opt.peak_bw, opt.peak_flops, opt.markdown);
     return 0;
   }
-  if (opt.num_presets == 0) opt.presets[opt.num_presets++] = "mixtral-8x7b";
+  if (opt.num_presets == 0 && !opt.checkpoint) opt.presets[opt.num_presets++] = "mixtral-8x7b";
 
   /* The backend: auto = CUDA when this build has it and a GPU is visible. */
   int gpu = 0;
@@ -121,15 +128,14 @@ int main(int argc, char **argv) {
   if (opt.check < 0) opt.check = gpu ? 0 : 1;
 
   /* Validate every configuration before any work, so a bad combination fails at once. */
-  for (int i = 0; i < opt.num_presets; ++i) {
-    const benchPreset *p = bench_preset_find(opt.presets[i]);
-    int scale = opt.scale > 0 ? opt.scale : gpu ? 1 : bench_auto_cpu_scale(p, opt.dtype);
-    moeLayerConfig_t cfg;
+  for (int i = 0; i < bench_source_count(&opt); ++i) {
+    benchSource src;
     char err[320];
-    if (bench_make_config(p, &opt, scale, &cfg, err, sizeof err) != 0) {
-      fprintf(stderr, "moe-bench: %s: %s\n", p->name, err);
+    if (bench_source_open(&opt, i, gpu, &src, err, sizeof err) != 0) {
+      fprintf(stderr, "moe-bench: %s\n", err);
       return 2;
     }
+    bench_source_close(&src);
   }
 
   benchReport rep;

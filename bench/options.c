@@ -33,6 +33,12 @@ void bench_print_help(FILE *f) {
       "                          1,8,32,64,128,256 (CPU)\n"
       "  -d, --dtype TYPE        f32 | f16 | bf16 storage of weights and activations [bf16]\n"
       "\n"
+      "      --checkpoint DIR    a real layer instead of a preset: MoE layer --layer of a\n"
+      "                          Hugging Face checkpoint directory (config.json +\n"
+      "                          safetensors; include/moe/moe_io.h); its own dtype unless\n"
+      "                          --dtype; --check reads its weights in fp32 (all experts)\n"
+      "      --layer N           the layer of --checkpoint [0]\n"
+      "\n"
       "Execution:\n"
       "  -b, --backend NAME      auto | cpu | cuda; auto = cuda when a GPU is visible [auto]\n"
       "  -n, --iters N           timed iterations, median reported [automatic: --max-time of\n"
@@ -69,6 +75,14 @@ void bench_print_help(FILE *f) {
       "      --heads h           multi-head MoE with h sub-tokens per token (h divides H) [1]\n"
       "      --dense             dense gating: every expert on every token\n"
       "\n"
+      "Expert parallelism (MPI; NCCL with --backend cuda), a mode of its own:\n"
+      "      --ep N              the expert-parallel benchmark over N ranks, launched as\n"
+      "                          mpirun -np N moe-bench --ep N [--preset P] [--scale S]\n"
+      "                          [--tokens T per rank] [--dtype bf16|f32] [--iters I]\n"
+      "                          [--warmup W] [--backend cpu|cuda] [--seed S]; no other\n"
+      "                          option applies. Prints per-rank stage times, bytes moved and\n"
+      "                          bandwidths, and a cost-model projection to 8, 16, 64 GPUs\n"
+      "\n"
       "Output:\n"
       "      --json FILE         write every result and the environment as JSON\n"
       "      --csv FILE          write one CSV row per (preset, T)\n"
@@ -96,7 +110,9 @@ void bench_print_help(FILE *f) {
       "  moe-bench -p all --sweep --json out.json     every preset, every T (GPU: full size)\n"
       "  moe-bench -p olmoe-1b-7b --top-p 0.4 --k-max 16 --stats\n"
       "  moe-bench -p mixtral-8x7b --capacity-factor 1.25 --drop-policy probs --stats\n"
-      "  moe-bench --roofline --markdown\n",
+      "  moe-bench --checkpoint ~/models/OLMoE-1B-7B-0924 --layer 3 -t 1,64 --check\n"
+      "  moe-bench --roofline --markdown\n"
+      "  mpirun -np 4 moe-bench --ep 4 --preset deepseek-v3 --scale 16 --tokens 64\n",
       f);
 }
 
@@ -154,7 +170,7 @@ static const char *const kWithValue[] = {
     "--preset", "-p", "--scale", "-s", "--tokens", "-t", "--dtype", "-d", "--backend", "-b",
     "--iters", "-n", "--warmup", "-w", "--seed", "--threads", "--check-tokens", "--json", "--csv",
     "--routing", "--top-p", "--k-max", "--capacity-factor", "--drop-policy", "--expert-choice",
-    "--heads", "--peak-bw", "--peak-tflops", "--max-time", NULL};
+    "--heads", "--peak-bw", "--peak-tflops", "--max-time", "--checkpoint", "--layer", NULL};
 
 static int takes_value(const char *name) {
   for (int i = 0; kWithValue[i]; ++i)
@@ -226,6 +242,7 @@ int bench_parse_options(int argc, char **argv, benchOptions *o) {
       else if (!strcasecmp(val, "f16") || !strcasecmp(val, "fp16") || !strcasecmp(val, "float16")) o->dtype = moeFloat16;
       else if (!strcasecmp(val, "bf16") || !strcasecmp(val, "bfloat16")) o->dtype = moeBFloat16;
       else BAD("--dtype (f32, f16 or bf16)");
+      o->dtype_set = 1;
     } else if (IS("-b") || IS("--backend")) {
       if (!strcasecmp(val, "auto")) o->backend = moeBackendAuto;
       else if (!strcasecmp(val, "cpu")) o->backend = moeBackendCpu;
@@ -236,6 +253,10 @@ int bench_parse_options(int argc, char **argv, benchOptions *o) {
     } else if (IS("-w") || IS("--warmup")) {
       if (parse_int(val, 0, 1000000, &o->warmup)) BAD("--warmup (an integer >= 0)");
       o->warmup_set = 1;
+    } else if (IS("--checkpoint")) {
+      o->checkpoint = val;
+    } else if (IS("--layer")) {
+      if (parse_int(val, 0, 1 << 20, &o->ckpt_layer)) BAD("--layer (a layer index >= 0)");
     } else if (IS("--max-time")) {
       float v;
       if (parse_float(val, 0.0, 3600.0, 1, &v)) BAD("--max-time (seconds > 0)");
@@ -291,5 +312,9 @@ int bench_parse_options(int argc, char **argv, benchOptions *o) {
   if (o->capacity_factor > 0 && (o->expert_choice > 0 || o->dense))
     return usage_error("--capacity-factor applies to token-choice routing only%s%s", "", "");
   if (o->num_tokens && o->sweep) return usage_error("--tokens and --sweep exclude each other%s%s", "", "");
+  if (o->checkpoint && (o->num_presets || o->scale || modes || o->routing >= 0 ||
+                        o->capacity_factor > 0 || o->drop_policy >= 0 || o->heads || o->k_max))
+    return usage_error("--checkpoint takes the layer as it is: no --preset, --scale or routing "
+                       "override%s%s", "", "");
   return 0;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "moe/moe_io.h"
 #include "naive_moe.h"
 
 /* Work the naive reference may spend (double FLOPs); it runs at roughly 1 GFLOP/s. */
@@ -87,9 +88,40 @@ static void fill_expert(naiveHolder *h, const moeLayerConfig_t *cfg, uint64_t se
 
 static double tolerance(moeDtype_t dtype) { return dtype == moeFloat32 ? 1e-5 : 1e-2; }
 
-void bench_reference_check(const moeLayerConfig_t *cfg, uint64_t seed, int router_bias,
+/* The naive view of a checkpoint's fp32 weights (read once per source, every expert). */
+static int checkpoint_naive(const moeLayerConfig_t *cfg, benchSource *src, moeNaiveLayer *n,
+                            benchRow *row) {
+  if (!src->ckpt_weights) {
+    moeCheckpointOptions_t o = MOE_CHECKPOINT_OPTIONS_INIT;
+    o.dtype_override = 1;
+    o.dtype = cfg->dtype; /* rounded as the layer stores them */
+    moeCheckpointWeights_t *w = NULL;
+    if (moeCheckpointReadWeights(src->ckpt_dir, src->ckpt_layer, &o, &w) != moeSuccess) {
+      snprintf(row->check_note, sizeof row->check_note, "reading the checkpoint: %.60s",
+               moeGetLastErrorMessage());
+      return -1;
+    }
+    src->ckpt_weights = w;
+  }
+  const moeCheckpointWeights_t *w = (const moeCheckpointWeights_t *)src->ckpt_weights;
+  memset(n, 0, sizeof *n);
+  n->cfg = *cfg;
+  n->router_weight = w->router_weight;
+  n->router_bias = w->router_bias;
+  n->selection_bias = w->selection_bias;
+  n->gate_up = w->gate_up;
+  n->down = w->down;
+  n->gate_up_bias = w->gate_up_bias;
+  n->down_bias = w->down_bias;
+  n->shared_gate_up = w->shared_gate_up;
+  n->shared_down = w->shared_down;
+  return 0;
+}
+
+void bench_reference_check(const moeLayerConfig_t *cfg, benchSource *src, uint64_t seed,
                            int64_t T, const float *x, const void *y, int max_tokens,
                            benchRow *row) {
+  const int router_bias = src->router_bias;
   benchDims d;
   bench_dims(cfg, &d);
   row->tol = tolerance(cfg->dtype);
@@ -125,11 +157,22 @@ void bench_reference_check(const moeLayerConfig_t *cfg, uint64_t seed, int route
   }
 
   naiveHolder h;
-  build_naive(&h, cfg, seed, router_bias, &d);
+  memset(&h, 0, sizeof h);
+  if (src->ckpt_dir) {
+    if (checkpoint_naive(cfg, src, &h.n, row) != 0) {
+      free(xs);
+      free(rows);
+      return;
+    }
+  } else {
+    build_naive(&h, cfg, seed, router_bias, &d);
+  }
   /* Routed experts: with one head, route the checked tokens first and build only the experts
    * they reach (DeepSeek-V3 at full size holds 45 GB of fp32 experts); else build them all. */
   unsigned char *need = bench_xcalloc((size_t)d.E, 1);
-  if (d.heads == 1) {
+  if (src->ckpt_dir) {
+    /* every expert is already there */
+  } else if (d.heads == 1) {
     int32_t *ids = bench_xmalloc((size_t)n * (size_t)K * sizeof(int32_t));
     double *w = bench_xmalloc((size_t)n * (size_t)K * sizeof(double));
     if (moe_naive_route(&h.n, n, xs, ids, w, NULL) != 0) {
@@ -143,7 +186,7 @@ void bench_reference_check(const moeLayerConfig_t *cfg, uint64_t seed, int route
   } else {
     memset(need, 1, (size_t)d.E);
   }
-  for (int32_t e = 0; e < d.E; ++e)
+  for (int32_t e = 0; e < d.E && !src->ckpt_dir; ++e)
     if (need[e]) fill_expert(&h, cfg, seed, &d, e);
   free(need);
 
