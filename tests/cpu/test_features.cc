@@ -209,41 +209,15 @@ TEST(Features, MultiHeadMoE) {
 }
 
 TEST(Features, MultiHeadMoEInBF16) {
-  // The library stores x_hat = head x + b in the layer's dtype before routing, so the reference
-  // rounds it the same way (else a routing flip on a near-tie would decide the comparison):
-  // naive experts on the rounded sub-tokens, then merge and shared experts in double.
+  // The library stores x_hat = head x + b in the layer's dtype before routing; the naive
+  // reference rounds it the same way, so a near-tie flipped by that rounding cannot decide it.
   moeLayerConfig_t c = MakeConfig(32, 24, 8, 2, moeRoutingSoftmaxTopK, moeBFloat16);
   c.num_heads = 4;
   c.num_shared_experts = 1;
   HostLayer w = MakeRandomLayer(c, 15);
-  const int64_t T = 29, H = 32, h = 4, Hr = 8;
-  std::vector<float> x = RandomTokens(T, H, moeBFloat16, 16);
-  std::vector<float> y = RunCpuForward(w, x, T);
-  std::vector<float> xh(size_t(T * H));
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t o = 0; o < H; ++o) {
-      double acc = w.head_bias[size_t(o)];
-      for (int64_t i = 0; i < H; ++i) acc += double(w.head[size_t(o * H + i)]) * x[size_t(t * H + i)];
-      xh[size_t(t * H + o)] = float(acc);
-    }
-  xh = RoundToDtype(xh, moeBFloat16);
-  HostLayer sub = w;
-  sub.cfg.hidden = Hr, sub.cfg.num_heads = 1, sub.cfg.num_shared_experts = 0;
-  std::vector<double> o = NaiveForward(sub, xh, T * h);
-  std::vector<double> ref(static_cast<size_t>(T * H)), in(static_cast<size_t>(H)),
-      so(static_cast<size_t>(H));
-  moeNaiveLayer n = w.Naive();
-  for (int64_t t = 0; t < T; ++t) {
-    for (int64_t r = 0; r < H; ++r) {
-      double acc = w.merge_bias[size_t(r)];
-      for (int64_t i = 0; i < H; ++i) acc += double(w.merge[size_t(r * H + i)]) * o[size_t(t * H + i)];
-      ref[size_t(t * H + r)] = acc;
-    }
-    for (int64_t i = 0; i < H; ++i) in[size_t(i)] = x[size_t(t * H + i)];
-    moe_naive_ffn(&n, -1, in.data(), so.data());
-    for (int64_t i = 0; i < H; ++i) ref[size_t(t * H + i)] += so[size_t(i)];
-  }
-  EXPECT_LE(RelError(y, ref), 1e-2);
+  const int64_t T = 29;
+  std::vector<float> x = RandomTokens(T, 32, moeBFloat16, 16);
+  EXPECT_LE(RelError(RunCpuForward(w, x, T), NaiveForward(w, x, T)), 1e-2);
 }
 
 namespace {

@@ -7,6 +7,33 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* ---- storage rounding -------------------------------------------------------------------------
+ * The layer stores activations between its projections in its dtype: the multi-head projection
+ * x_hat = head x + b is such an activation, and the sub-tokens are routed on its stored value.
+ * The reference rounds it the same way (written here, independent of csrc/), or a near-tie
+ * flipped by rounding would decide the comparison rather than the layer's math. */
+static double round_to_storage(double v, moeDtype_t dtype) {
+  const float f = (float)v;
+  if (dtype == moeFloat32 || f != f) return f;
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  if (dtype == moeBFloat16) { /* keep 8 mantissa bits, round to nearest even */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    float r;
+    memcpy(&r, &u, sizeof r);
+    return r;
+  }
+  /* f16: 11 significant bits, 2^-24 the smallest subnormal step, overflow past 65504 */
+  const double a = fabs((double)f);
+  if (a >= 65520.0) return f < 0 ? -INFINITY : INFINITY;
+  int exp2;
+  frexp(a, &exp2);                        /* a = m * 2^exp2, m in [0.5, 1) */
+  const int e = exp2 - 1 < -14 ? -14 : exp2 - 1;
+  const double step = ldexp(1.0, e - 10); /* spacing of f16 values near a */
+  return nearbyint((double)f / step) * step; /* nearbyint: ties to even in the default mode */
+}
+
 /* ---- sizes ---------------------------------------------------------------------------------- */
 
 static int is_gated(moeActivation_t a) {
@@ -411,7 +438,8 @@ int moe_naive_forward(const moeNaiveLayer *layer, int64_t T, const float *x, dou
       }
       double acc = layer->head_bias ? (double)layer->head_bias[o] : 0.0;
       for (int64_t i = 0; i < H; ++i) acc += (double)layer->head[o * H + i] * xt[i];
-      xr[t * H + o] = acc; /* sub-token t*h + o/Hr, element o%Hr: the same memory */
+      /* sub-token t*h + o/Hr, element o%Hr: the same memory; stored in the dtype as the layer does */
+      xr[t * H + o] = round_to_storage(acc, c->dtype);
     }
   }
   int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)(Tr * K + 1));
