@@ -6,6 +6,8 @@
 # also copied to $OUT when that is set. A short summary table is printed last.
 #
 #   bash bench/gpu_check.sh
+#   bash bench/device_deps.sh    # first, on the dev machine: .deb files the GPU image may lack
+#   device tool: run(command="MOE_BENCH_COMMIT=<hash> bash bench/gpu_check.sh", carry=[".deps"])
 #   MOE_BENCH_COMMIT=$(git rev-parse --short HEAD) bash bench/gpu_check.sh   # tree without .git
 #
 # Environment (defaults aim at ~8 minutes on an H100 with a hard stop at 470 s; not yet run on
@@ -61,6 +63,27 @@ json="$base.json"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# Packages the GPU image may lack, carried as .deb files in .deps/ (bench/device_deps.sh):
+# unpacked into a private prefix that CMake, pkg-config and the loader are pointed at.
+carried_deps="none"
+if compgen -G ".deps/*.deb" >/dev/null; then
+  deps="$work/deps"
+  mkdir -p "$deps"
+  for f in .deps/*.deb; do
+    if command -v dpkg-deb >/dev/null; then
+      dpkg-deb -x "$f" "$deps"
+    else
+      (cd "$work" && ar x "$OLDPWD/$f" data.tar.xz && tar -xJf data.tar.xz -C "$deps" && rm -f data.tar.xz)
+    fi
+  done
+  multiarch="$deps/usr/lib/x86_64-linux-gnu"
+  export CMAKE_PREFIX_PATH="$deps/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+  export PKG_CONFIG_PATH="$multiarch/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+  export PKG_CONFIG_SYSROOT_DIR="$deps" # the .pc files carry absolute /usr paths
+  export LD_LIBRARY_PATH="$multiarch${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  carried_deps=$(cd .deps && ls ./*.deb | sed 's|^\./||' | tr '\n' ' ')
+fi
+
 section() { printf '\n## %s\n\n' "$1" >>"$md"; }
 fence() { printf '```\n' >>"$md"; cat "$1" >>"$md"; printf '```\n' >>"$md"; }
 
@@ -71,6 +94,7 @@ fence() { printf '```\n' >>"$md"; cat "$1" >>"$md"; printf '```\n' >>"$md"; }
   echo "- GPU: $gpu_name, driver $driver"
   echo "- nvcc: $(nvcc --version 2>/dev/null | tail -1 || echo 'not found')"
   echo "- host: $(uname -srm), $(nproc) cores"
+  echo "- carried packages (.deps): $carried_deps"
   echo "- sweep: T = $tokens, every preset at full size, bf16, moe-bench ${bench_args[*]}"
 } >"$md"
 section "nvidia-smi"
