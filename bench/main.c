@@ -94,6 +94,20 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (opt.list) {
+    if (opt.json_path) { /* machine-readable table; "-" = stdout */
+      int to_stdout = strcmp(opt.json_path, "-") == 0;
+      FILE *f = to_stdout ? stdout : fopen(opt.json_path, "w");
+      if (!f) {
+        fprintf(stderr, "moe-bench: cannot write %s\n", opt.json_path);
+        return 1;
+      }
+      bench_preset_write_json(f);
+      if (!to_stdout && fclose(f) != 0) {
+        fprintf(stderr, "moe-bench: cannot write %s\n", opt.json_path);
+        return 1;
+      }
+      return 0;
+    }
     if (opt.quiet) { /* names only, one per line, for scripts */
       for (int i = 0; i < bench_preset_count(); ++i) printf("%s\n", bench_preset_at(i)->name);
       return 0;

@@ -5,6 +5,8 @@
 #include <ctype.h>
 #include <stdio.h>
 
+#include "bench.h"
+
 #define SWIGLU moeActivationSwiGLU
 #define SWIGLU_CLAMP moeActivationSwiGLUClamped
 
@@ -112,4 +114,38 @@ void bench_preset_print_table(void) {
   printf("\nparams / active: parameters of ONE MoE layer (routed + shared experts + router) and "
          "those one token reads.\nrsf: routed_scaling_factor. Sections refer to "
          "docs/ROUTING.md. gpt-oss also uses the clamped SwiGLU and expert biases.\n");
+}
+
+static const char *activation_name(moeActivation_t a) {
+  switch (a) {
+    case moeActivationSwiGLU: return "swiglu";
+    case moeActivationSwiGLUClamped: return "swiglu-clamped";
+    case moeActivationGELU: return "gelu";
+    case moeActivationReLU: return "relu";
+    case moeActivationSquaredReLU: return "squared-relu";
+    default: return "?";
+  }
+}
+
+void bench_preset_write_json(FILE *f) {
+  /* Names and numbers only (no string needs escaping); enums both as the moe.h value and as
+   * the --routing name, so that a script need not retype the table (bench/compare_torch.py). */
+  fputs("{\"presets\": [\n", f);
+  for (int i = 0; i < bench_preset_count(); ++i) {
+    const benchPreset *p = &kPresets[i];
+    fprintf(f,
+            "  {\"name\": \"%s\", \"model\": \"%s\", \"section\": \"%s\", \"hidden\": %lld, "
+            "\"intermediate\": %lld, \"num_experts\": %d, \"top_k\": %d, \"num_shared\": %d, "
+            "\"shared_intermediate\": %lld, \"n_group\": %d, \"topk_group\": %d, "
+            "\"routing\": %d, \"routing_name\": \"%s\", \"norm_topk_prob\": %d, "
+            "\"routed_scaling_factor\": %.9g, \"activation\": %d, \"activation_name\": \"%s\", "
+            "\"expert_bias\": %d, \"router_bias\": %d}%s\n",
+            p->name, p->model, p->section, (long long)p->hidden, (long long)p->intermediate,
+            p->num_experts, p->top_k, p->num_shared, (long long)p->shared_intermediate,
+            p->n_group, p->topk_group, (int)p->routing, bench_routing_name(p->routing),
+            p->norm_topk_prob, (double)p->routed_scaling_factor, (int)p->activation,
+            activation_name(p->activation), p->expert_bias, p->router_bias,
+            i + 1 < bench_preset_count() ? "," : "");
+  }
+  fputs("]}\n", f);
 }

@@ -3,6 +3,7 @@
 #define MOE_BENCH_PRESETS_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "moe/moe.h"
 
@@ -36,5 +37,7 @@ void bench_preset_config(const benchPreset *p, int scale, moeDtype_t dtype,
                          moeLayerConfig_t *cfg);
 /* Prints the table (--list). */
 void bench_preset_print_table(void);
+/* Writes the table as JSON (--list --json FILE): {"presets": [{...}, ...]}, full-size widths. */
+void bench_preset_write_json(FILE *f);
 
 #endif
