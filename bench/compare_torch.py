@@ -197,7 +197,9 @@ def check_abi(lib):
     libmoe accepts a config whose size is in [a minimum, sizeof] (older callers) and refuses a
     larger one. Our size accepted and our size + 8 refused means the sizes are equal (both are
     multiples of 8). The layer config also makes a round trip through moeLayerGetConfig with
-    distinctive values, which catches fields in the wrong place. Raises SystemExit on mismatch.
+    distinctive values, which catches a field of the wrong width or a misplaced padding; two
+    same-typed fields swapped survive a round trip and are caught by the agreement check
+    instead. Raises SystemExit or MoeError on a mismatch.
     """
     ours = ctypes.sizeof(MoeLayerConfig)
     cfg = layer_config_init()
@@ -524,14 +526,14 @@ def rel_fro(a, b, rows):
     return torch.linalg.norm(a - b).item() / den if den > 0 else torch.linalg.norm(a).item()
 
 
-def agreement(layer, x, outputs, p, tol):
+def agreement(layer, x, outputs, p, tol, stream):
     """Compares every output with libmoe's on the tokens whose expert set agrees with libmoe's.
 
     Returns a dict: tie_fraction (tokens whose expert sets differ: near-ties flipped by fp32
     summation order), max_weight_diff (routing weights of the agreeing tokens), rel_err per
     peer, and ok (every rel_err <= tol and tie_fraction <= MAX_TIE_FRACTION).
     """
-    ids_moe, w_moe = layer.route(x)
+    ids_moe, w_moe = layer.route(x, stream)
     ids_t, w_t = torch_route(x, p)
     s_moe, o_moe = torch.sort(ids_moe.long(), dim=-1)
     s_t, o_t = torch.sort(ids_t, dim=-1)
@@ -602,7 +604,8 @@ def time_calls(calls, warmup, iters, max_time, cuda):
 def capture_graphs(fns, pool):
     """Captures each fn in its own CUDA graph (shared memory pool); returns the replay calls.
 
-    Warm-up runs on a side stream first, as torch requires. Raises on a capture failure.
+    Warm-up runs on a side stream first, as torch requires. Thread-local capture mode, as
+    moe-bench captures libmoe (bench/bench_gpu.c). Raises on a capture failure.
     """
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -614,7 +617,7 @@ def capture_graphs(fns, pool):
     graphs = []
     for fn in fns:
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, pool=pool):
+        with torch.cuda.graph(g, pool=pool, capture_error_mode="thread_local"):
             fn()
         graphs.append(g)
     torch.cuda.synchronize()
@@ -640,7 +643,7 @@ def run_one(layer, p, tokens, args, gmm, cuda):
         outputs["grouped_mm"] = grouped_forward(xs[0], p, gmm["native"])
     if cuda:
         torch.cuda.synchronize()
-    row["check"] = agreement(layer, xs[0], outputs, p, args.tol)
+    row["check"] = agreement(layer, xs[0], outputs, p, args.tol, stream)
     del outputs
     if args.no_timing:
         return row
@@ -750,7 +753,7 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="compare_torch.py",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__.split("\n\n")[0] + "\n\n" + "\n\n".join(__doc__.split("\n\n")[1:]),
+        description=__doc__,
         epilog=(
             "Targets (GPU, bf16, full size): libmoe >= %.1fx grouped_mm and >= %.0fx the loop at\n"
             "every T. Check: relative Frobenius error of each peer against libmoe over the tokens\n"
@@ -760,7 +763,8 @@ def parse_args(argv):
             "  python3 bench/compare_torch.py                       # GPU: the issue's sweep\n"
             "  python3 bench/compare_torch.py --scale 16 -t 1,8,32  # CPU smoke test\n"
             "  python3 bench/compare_torch.py -p qwen3-30b-a3b -t 1,64 --json out.json\n"
-            "\nExit status: 0 every check passed, 1 a check failed, 2 bad usage or setup.\n"
+            "\nExit status: 0 every check passed, 1 a check failed or a setup or libmoe call\n"
+            "failed, 2 bad usage.\n"
             % (TARGET_VS_GROUPED, TARGET_VS_LOOP, 100 * MAX_TIE_FRACTION)))
     ap.add_argument("-p", "--preset", action="append", metavar="NAME",
                     help="preset of moe-bench --list (repeatable) [%s]" % ", ".join(DEFAULT_PRESETS))
@@ -937,4 +941,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except MoeError as err:
+        print(f"compare_torch: libmoe: {err}", file=sys.stderr)
+        sys.exit(1)
