@@ -24,6 +24,12 @@
 #   MOE_SANITIZER_FILTER  --gtest_filter for the sanitizer runs            [*]
 #   MOE_CMAKE_ARGS     extra configure arguments (word-split), e.g. -DMOE_WITH_MPI=OFF
 #   MOE_BENCH_BACKEND  moe-bench --backend                  [cuda]
+#   MOE_BENCH_PEERS    1 = run bench/compare_torch.py (libmoe vs torch._grouped_mm vs the
+#                      per-expert loop) after the sweep when python3 can import torch with CUDA;
+#                      0 = skip                             [1]
+#   MOE_PEERS_TIME_S   seconds kept back from the sweep for that step; its rows are written as
+#                      they finish, so a cut run keeps the finished ones [150]
+#   MOE_PEERS_TOKENS   its token counts                     [1,8,32,64,128,256,1024,4096,16384]
 #   BUILD_DIR          build directory                      [build]
 #   JOBS               build parallelism                    [16]
 set -uo pipefail
@@ -45,6 +51,18 @@ deadline="${MOE_GPU_CHECK_DEADLINE_S:-470}"
 # Seconds a step may take: its own cap, or what is left before the deadline if less.
 cap() { local left=$((deadline - $(elapsed))); [ "$1" -lt "$left" ] && echo "$1" || echo "$left"; }
 filter="${MOE_SANITIZER_FILTER:-*}"
+# The peer comparison runs last, in time kept back from the sweep, when torch is usable.
+peers_time=0
+status_peers="not run: MOE_BENCH_PEERS=0"
+if [ "${MOE_BENCH_PEERS:-1}" != 0 ]; then
+  if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
+    peers_time="${MOE_PEERS_TIME_S:-150}"
+  else
+    status_peers="not run: python3 cannot import torch with CUDA"
+  fi
+fi
+# Seconds a sweep step may take: cap, but leaving the peers' time for them.
+cap_sweep() { local left=$((deadline - peers_time - $(elapsed))); [ "$1" -lt "$left" ] && echo "$1" || echo "$left"; }
 commit="${MOE_BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 export MOE_BENCH_COMMIT="$commit"
 
@@ -187,11 +205,11 @@ bench_skipped=""
 jsons=()
 if [ -x "$bench" ]; then
   for p in $presets; do
-    if [ "$(cap 150)" -le 15 ]; then
+    if [ "$(cap_sweep 150)" -le 15 ]; then
       bench_skipped="$bench_skipped $p"
       continue
     fi
-    timeout "$(cap 150)" "$bench" --backend "${MOE_BENCH_BACKEND:-cuda}" --preset "$p" --tokens "$tokens" \
+    timeout "$(cap_sweep 150)" "$bench" --backend "${MOE_BENCH_BACKEND:-cuda}" --preset "$p" --tokens "$tokens" \
       "${bench_args[@]}" --json "$work/$p.json" --csv "$work/$p.csv" >"$work/$p.txt" 2>&1
     rc=$?
     echo "### $p (rc $rc)" >>"$md"
@@ -215,6 +233,28 @@ fi
   echo "]}"
 } >"$json"
 
+# ---- peers: bench/compare_torch.py ------------------------------------------------------------
+peers_json="$base-peers.json"
+if [ "$peers_time" -gt 0 ]; then
+  limit=$(cap "$peers_time")
+  if [ "$limit" -le 30 ]; then
+    status_peers="not run: the time budget was spent"
+  elif [ ! -e "$build/libmoe.so" ] || [ ! -x "$bench" ]; then
+    status_peers="not run: $build/libmoe.so or moe-bench not built"
+  else
+    # --deadline: no new (preset, T) 20 s before the hard stop; rows are in the JSON as they end.
+    timeout "$limit" python3 bench/compare_torch.py --lib "$build" --backend cuda \
+      -p qwen3-30b-a3b -p mixtral-8x7b -p deepseek-v3 \
+      --tokens "${MOE_PEERS_TOKENS:-1,8,32,64,128,256,1024,4096,16384}" \
+      --max-time 0.3 --iters 50 --deadline $((limit - 20)) --json "$peers_json" >"$work/peers.txt" 2>&1
+    rc=$?
+    status_peers="rc $rc: $(grep -E '^check:' "$work/peers.txt" | tail -1)"
+    [ $rc -eq 124 ] && status_peers="TIMEOUT after $limit s (finished rows kept); $status_peers"
+  fi
+  section "Peers, bench/compare_torch.py: $status_peers"
+  [ -s "$work/peers.txt" ] && fence "$work/peers.txt"
+fi
+
 # ---- summary -------------------------------------------------------------------------------------
 {
   echo "| step | result |"
@@ -223,6 +263,7 @@ fi
   echo "| ctest | $status_ctest |"
   echo "| memcheck | $status_memcheck |"
   echo "| racecheck | $status_racecheck |"
+  echo "| peers (compare_torch.py) | $status_peers |"
   echo "| bench presets run |${bench_done:- none} |"
   [ -n "$bench_skipped" ] && echo "| bench presets skipped (time) |$bench_skipped |"
   echo
@@ -247,8 +288,10 @@ cat "$work/summary.md" >>"$md"
 
 if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
   cp "$md" "$json" "$OUT"/ 2>/dev/null || true
+  [ -s "$peers_json" ] && cp "$peers_json" "$OUT"/
 fi
 echo
 echo "results: $md"
 echo "         $json"
+[ -s "$peers_json" ] && echo "         $peers_json"
 cat "$work/summary.md"
