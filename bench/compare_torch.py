@@ -516,6 +516,63 @@ def grouped_forward(x, p, use_grouped_mm):
     return torch.bmm(w.to(x.dtype).unsqueeze(1), pairs.view(t, k, -1)).squeeze(1)
 
 
+def hf_block(p):
+    """The actual transformers MoE block of the preset's model holding the problem's weights.
+
+    Returns (forward, label) or (None, reason). forward(x) runs the block's own router (its
+    module moved to fp32 and fed fp32 tokens, as libmoe routes) and its own experts class in
+    "eager" mode (the per-expert loop) and returns (y, ids); the routed part only (DeepSeek-V3's
+    shared expert is not called). Optional: transformers may be missing or differ in version.
+    """
+    try:
+        import transformers  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None, "transformers is not installed"
+    pre = p.preset
+    e, k, h, i = pre["num_experts"], pre["top_k"], p.hidden, p.intermediate
+    try:
+        if pre["name"].startswith("mixtral"):
+            from transformers.models.mixtral import modeling_mixtral as mod  # pylint: disable=import-outside-toplevel
+            cfg = transformers.MixtralConfig(hidden_size=h, intermediate_size=i, num_local_experts=e,
+                                             num_experts_per_tok=k)
+            block = mod.MixtralSparseMoeBlock(cfg)
+        elif pre["name"].startswith("qwen3"):
+            from transformers.models.qwen3_moe import modeling_qwen3_moe as mod  # pylint: disable=import-outside-toplevel
+            cfg = transformers.Qwen3MoeConfig(hidden_size=h, moe_intermediate_size=i, num_experts=e,
+                                              num_experts_per_tok=k,
+                                              norm_topk_prob=bool(pre["norm_topk_prob"]))
+            block = mod.Qwen3MoeSparseMoeBlock(cfg)
+        elif pre["name"] == "deepseek-v3":
+            from transformers.models.deepseek_v3 import modeling_deepseek_v3 as mod  # pylint: disable=import-outside-toplevel
+            cfg = transformers.DeepseekV3Config(
+                hidden_size=h, moe_intermediate_size=i, n_routed_experts=e, num_experts_per_tok=k,
+                n_group=pre["n_group"], topk_group=pre["topk_group"], n_shared_experts=1,
+                routed_scaling_factor=pre["routed_scaling_factor"],
+                norm_topk_prob=bool(pre["norm_topk_prob"]))
+            block = mod.DeepseekV3MoE(cfg)
+        else:
+            return None, f"no transformers block mapped for preset {pre['name']}"
+        cfg._experts_implementation = "eager"  # pylint: disable=protected-access
+        block.experts.config._experts_implementation = "eager"  # pylint: disable=protected-access
+        with torch.no_grad():
+            block.gate.weight = torch.nn.Parameter(p.router.float().clone(), requires_grad=False)
+            if p.sel_bias is not None:
+                block.gate.e_score_correction_bias = p.sel_bias.float().clone()
+            block.experts.gate_up_proj = torch.nn.Parameter(p.gate_up, requires_grad=False)
+            block.experts.down_proj = torch.nn.Parameter(p.down, requires_grad=False)
+        gate, experts = block.gate.to(p.device), block.experts
+    except Exception as exc:  # pylint: disable=broad-except
+        return None, f"transformers {transformers.__version__}: block not built ({exc})"
+
+    def forward(x):
+        """The block's router (fp32) and experts (eager loop) on x [T, H]."""
+        with torch.no_grad():
+            _, w, ids = gate(x.float())
+            return experts(x, ids, w), ids
+
+    return forward, f"transformers {transformers.__version__} {type(block).__name__} (eager experts)"
+
+
 # ---------------------------------------------------------------------------------------------
 # Agreement
 # ---------------------------------------------------------------------------------------------
@@ -526,8 +583,11 @@ def rel_fro(a, b, rows):
     return torch.linalg.norm(a - b).item() / den if den > 0 else torch.linalg.norm(a).item()
 
 
-def agreement(layer, x, outputs, p, tol, stream):
+def agreement(layer, x, outputs, p, tol, stream, other_ids=None):
     """Compares every output with libmoe's on the tokens whose expert set agrees with libmoe's.
+
+    The torch peers route with torch_route; other_ids (the transformers block's own routing,
+    when it runs) must agree too for a token to be compared.
 
     Returns a dict: tie_fraction (tokens whose expert sets differ: near-ties flipped by fp32
     summation order), max_weight_diff (routing weights of the agreeing tokens), rel_err per
@@ -538,6 +598,8 @@ def agreement(layer, x, outputs, p, tol, stream):
     s_moe, o_moe = torch.sort(ids_moe.long(), dim=-1)
     s_t, o_t = torch.sort(ids_t, dim=-1)
     same = (s_moe == s_t).all(dim=-1)
+    if other_ids is not None:
+        same &= (s_moe == torch.sort(other_ids.long(), dim=-1)[0]).all(dim=-1)
     rows = same.nonzero().flatten()
     res = {"tokens": x.shape[0], "tie_fraction": 1.0 - rows.numel() / max(x.shape[0], 1)}
     wdiff = (w_moe.gather(1, o_moe) - w_t.gather(1, o_t)).abs()[rows]
@@ -627,7 +689,7 @@ def capture_graphs(fns, pool):
 # ---------------------------------------------------------------------------------------------
 # One preset, one T
 # ---------------------------------------------------------------------------------------------
-def run_one(layer, p, tokens, args, gmm, cuda):
+def run_one(layer, p, tokens, args, gmm, hf, cuda):
     """Checks and times the three implementations at one T; returns the result row."""
     nbuf = buffer_count(tokens, p, cuda)
     xs = p.inputs(tokens, nbuf)
@@ -641,9 +703,12 @@ def run_one(layer, p, tokens, args, gmm, cuda):
     outputs = {"libmoe": y_moe, "loop": loop_forward(xs[0], p)}
     if gmm["enabled"]:
         outputs["grouped_mm"] = grouped_forward(xs[0], p, gmm["native"])
+    hf_ids = None
+    if hf:
+        outputs["transformers"], hf_ids = hf(xs[0])
     if cuda:
         torch.cuda.synchronize()
-    row["check"] = agreement(layer, xs[0], outputs, p, args.tol, stream)
+    row["check"] = agreement(layer, xs[0], outputs, p, args.tol, stream, hf_ids)
     del outputs
     if args.no_timing:
         return row
@@ -682,6 +747,8 @@ def run_one(layer, p, tokens, args, gmm, cuda):
             impls["grouped_mm"] = ([(lambda x=x: grouped_forward(x, p, gmm["native"])) for x in xs],
                                    "wall-clock")
     impls["loop"] = ([(lambda x=x: loop_forward(x, p)) for x in xs], "eager" if cuda else "wall-clock")
+    if hf:
+        impls["transformers"] = ([(lambda x=x: hf(x)) for x in xs], "eager" if cuda else "wall-clock")
 
     row["us"], row["mode"], row["iters"] = {}, {}, {}
     for name, (calls, mode) in impls.items():
@@ -691,6 +758,8 @@ def run_one(layer, p, tokens, args, gmm, cuda):
     us = row["us"]
     row["speedup_vs_grouped_mm"] = us["grouped_mm"] / us["libmoe"] if "grouped_mm" in us else None
     row["speedup_vs_loop"] = us["loop"] / us["libmoe"]
+    if "transformers" in us:
+        row["speedup_vs_transformers"] = us["transformers"] / us["libmoe"]
     row["target_grouped_mm_met"] = (row["speedup_vs_grouped_mm"] is not None and
                                     row["speedup_vs_grouped_mm"] >= TARGET_VS_GROUPED)
     row["target_loop_met"] = row["speedup_vs_loop"] >= TARGET_VS_LOOP
@@ -706,11 +775,12 @@ def fmt_us(v):
 
 
 def print_row(row, first):
-    """Prints one table line (and the header before the first)."""
+    """Prints one table line (and the header before the first); transformers columns last."""
+    hf = "transformers" in row["check"]["rel_err"]
     if first:
         print(f"{'preset':<14} {'T':>6} {'libmoe us':>10} {'grouped us':>11} {'loop us':>10} "
               f"{'x grouped':>9} {'x loop':>7} {'targets':>9}  {'ties':>5} {'err grouped':>11} "
-              f"{'err loop':>9} check")
+              f"{'err loop':>9} check" + ("   hf us  x hf   err hf" if hf else ""))
     c = row["check"]
     err = c["rel_err"]
     us = row.get("us", {})
@@ -723,7 +793,10 @@ def print_row(row, first):
           f"{'-' if sg is None else f'{sg:.2f}':>9} {'-' if sl is None else f'{sl:.1f}':>7} "
           f"{targets:>9}  {c['tie_fraction']:>5.3f} "
           f"{'-' if 'grouped_mm' not in err else format(err['grouped_mm'], '.2e'):>11} "
-          f"{err['loop']:>9.2e} {'PASS' if c['ok'] else 'FAIL'}", flush=True)
+          f"{err['loop']:>9.2e} {'PASS' if c['ok'] else 'FAIL'}" +
+          (f" {fmt_us(us.get('transformers')):>8} "
+           f"{'-' if 'speedup_vs_transformers' not in row else format(row['speedup_vs_transformers'], '.1f'):>5} "
+           f"{err['transformers']:>8.2e}" if hf else ""), flush=True)
 
 
 def libmoe_commit(script_dir):
@@ -798,6 +871,10 @@ def parse_args(argv):
                          "expert at a time [auto: stacked up to 2 GiB]")
     ap.add_argument("--no-grouped-mm", action="store_true",
                     help="skip the grouped_mm peer")
+    ap.add_argument("--transformers", action="store_true",
+                    help="also run the actual transformers block of each model (its router in "
+                         "fp32, its experts class in eager mode) as a 4th peer, when "
+                         "transformers can be imported; timed eagerly")
     ap.add_argument("--no-timing", action="store_true", help="agreement checks only")
     ap.add_argument("--deadline", type=float, default=0, metavar="S",
                     help="start no new (preset, T) after S seconds; 0 = none [0]")
@@ -905,6 +982,11 @@ def main(argv=None):
             continue
         p = Problem(pre, scale, args.dtype, device, args.seed, args.upload)
         layer = LibmoeLayer(lib, p, "cuda" if cuda else "cpu", args.threads)
+        hf = None
+        if args.transformers:
+            hf, label = hf_block(p)
+            env.setdefault("transformers_peer", {})[name] = label
+            print(f"{name}: transformers peer: {label}" + ("" if hf else "; skipped"))
         print(f"{name}: H={p.hidden} I={p.intermediate} E={pre['num_experts']} k={pre['top_k']} "
               f"routing {pre['section']} {pre['routing_name']}"
               + (f" groups {pre['n_group']}/{pre['topk_group']}" if pre["n_group"] > 1 else "")
@@ -916,7 +998,7 @@ def main(argv=None):
                 if args.deadline and time.monotonic() - start > args.deadline:
                     print(f"{name} T={t}: not run (--deadline {args.deadline:g} s spent)")
                     continue
-                row = run_one(layer, p, t, args, gmm, cuda)
+                row = run_one(layer, p, t, args, gmm, hf, cuda)
                 failures += not row["check"]["ok"]
                 print_row(row, first)
                 first = False
