@@ -30,6 +30,7 @@
 #   MOE_PEERS_TIME_S   seconds kept back from the sweep for that step; its rows are written as
 #                      they finish, so a cut run keeps the finished ones [150]
 #   MOE_PEERS_TOKENS   its token counts                     [1,8,32,64,128,256,1024,4096,16384]
+#   MOE_PEERS_ARGS     extra compare_torch.py arguments (word-split), e.g. --transformers
 #   BUILD_DIR          build directory                      [build]
 #   JOBS               build parallelism                    [16]
 set -uo pipefail
@@ -246,7 +247,8 @@ if [ "$peers_time" -gt 0 ]; then
     timeout "$limit" python3 bench/compare_torch.py --lib "$build" --backend cuda \
       -p qwen3-30b-a3b -p mixtral-8x7b -p deepseek-v3 \
       --tokens "${MOE_PEERS_TOKENS:-1,8,32,64,128,256,1024,4096,16384}" \
-      --max-time 0.3 --iters 50 --deadline $((limit - 20)) --json "$peers_json" >"$work/peers.txt" 2>&1
+      --max-time 0.3 --iters 50 --deadline $((limit - 20)) --json "$peers_json" \
+      ${MOE_PEERS_ARGS:-} >"$work/peers.txt" 2>&1
     rc=$?
     status_peers="rc $rc: $(grep -E '^check:' "$work/peers.txt" | tail -1)"
     [ $rc -eq 124 ] && status_peers="TIMEOUT after $limit s (finished rows kept); $status_peers"
