@@ -667,7 +667,9 @@ def capture_graphs(fns, pool):
     """Captures each fn in its own CUDA graph (shared memory pool); returns the replay calls.
 
     Warm-up runs on a side stream first, as torch requires. Thread-local capture mode, as
-    moe-bench captures libmoe (bench/bench_gpu.c). Raises on a capture failure.
+    moe-bench captures libmoe (bench/bench_gpu.c). CUDAGraph.capture_begin/end directly rather
+    than torch.cuda.graph, which collects garbage and empties the cache before every capture
+    (up to 32 graphs per T). Raises on a capture failure.
     """
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -677,11 +679,20 @@ def capture_graphs(fns, pool):
     torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
     graphs = []
-    for fn in fns:
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, pool=pool, capture_error_mode="thread_local"):
-            fn()
-        graphs.append(g)
+    with torch.cuda.stream(side):
+        for fn in fns:
+            g = torch.cuda.CUDAGraph()
+            g.capture_begin(pool=pool, capture_error_mode="thread_local")
+            try:
+                fn()
+            except BaseException:
+                try:
+                    g.capture_end()
+                except RuntimeError:
+                    pass
+                raise
+            g.capture_end()
+            graphs.append(g)
     torch.cuda.synchronize()
     return [g.replay for g in graphs]
 
@@ -998,7 +1009,19 @@ def main(argv=None):
                 if args.deadline and time.monotonic() - start > args.deadline:
                     print(f"{name} T={t}: not run (--deadline {args.deadline:g} s spent)")
                     continue
-                row = run_one(layer, p, t, args, gmm, hf, cuda)
+                try:
+                    row = run_one(layer, p, t, args, gmm, hf, cuda)
+                except (MoeError, RuntimeError) as exc:  # e.g. out of memory: the next T may fit
+                    msg = str(exc).splitlines()[0][:300]
+                    print(f"{name} T={t}: FAILED: {msg}", flush=True)
+                    rows.append({"preset": name, "T": t, "error": msg})
+                    failures += 1
+                    if args.json:
+                        write_json(args.json, env, rows)
+                    if cuda:
+                        torch.cuda.synchronize()
+                        torch.cuda.empty_cache()
+                    continue
                 failures += not row["check"]["ok"]
                 print_row(row, first)
                 first = False
@@ -1011,12 +1034,14 @@ def main(argv=None):
             if cuda:
                 torch.cuda.empty_cache()
     timed = [r for r in rows if "us" in r]
+    errors = sum("error" in r for r in rows)
     if timed:
         met = sum(r["target_grouped_mm_met"] and r["target_loop_met"] for r in timed)
         print(f"\ntargets (>= {TARGET_VS_GROUPED}x grouped_mm and >= {TARGET_VS_LOOP:g}x loop) met "
               f"at {met} of {len(timed)} (preset, T)" + ("" if cuda else
                                                         " [CPU run: not the GPU targets]"))
-    print(f"check: {len(rows) - failures} of {len(rows)} passed (tol {args.tol:g})")
+    print(f"check: {len(rows) - failures} of {len(rows)} passed (tol {args.tol:g})"
+          + (f"; {errors} failed to run" if errors else ""))
     if args.json:
         write_json(args.json, env, rows)
     return 1 if failures else 0

@@ -244,6 +244,7 @@ if [ "$peers_time" -gt 0 ]; then
     status_peers="not run: $build/libmoe.so or moe-bench not built"
   else
     # --deadline: no new (preset, T) 20 s before the hard stop; rows are in the JSON as they end.
+    # shellcheck disable=SC2086  # MOE_PEERS_ARGS is word-split on purpose
     timeout "$limit" python3 bench/compare_torch.py --lib "$build" --backend cuda \
       -p qwen3-30b-a3b -p mixtral-8x7b -p deepseek-v3 \
       --tokens "${MOE_PEERS_TOKENS:-1,8,32,64,128,256,1024,4096,16384}" \
