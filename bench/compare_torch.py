@@ -366,7 +366,7 @@ class Problem:
     transformers v5 stacked layout, which libmoe takes as it is.
     """
 
-    def __init__(self, preset, scale, dtype_name, device, seed, upload):
+    def __init__(self, preset, scale, dtype_name, device, seed, upload, peer_router="fp32"):
         """Draws the weights: N(0, 1/fan_in) experts, N(0, 1/H) router, small selection bias."""
         if preset["routing"] not in (ROUTING_TOPK_SOFTMAX, ROUTING_SOFTMAX_TOPK,
                                      ROUTING_SIGMOID_GROUP_TOPK, ROUTING_SOFTMAX_GROUP_TOPK):
@@ -383,6 +383,11 @@ class Problem:
         gen = torch.Generator(device=device)
         gen.manual_seed(seed)
         self.router = torch.randn(e, h, generator=gen, device=device) / math.sqrt(h)
+        # The router the torch peers time with: fp32 like libmoe, or in the storage dtype as
+        # nn.Linear in a bf16 model holds it (--peer-router storage). route_weight is the one
+        # torch_route uses now: run_one checks with the fp32 router and times with this one.
+        self.peer_router = self.router if peer_router == "fp32" else self.router.to(self.dtype)
+        self.route_weight = self.router
         self.sel_bias = None
         if preset["routing"] == ROUTING_SIGMOID_GROUP_TOPK:
             self.sel_bias = 0.05 * torch.randn(e, generator=gen, device=device)
@@ -399,7 +404,8 @@ class Problem:
 
     def release(self):
         """Drops the weight tensors."""
-        self.router = self.sel_bias = self.gate_up = self.down = None
+        self.router = self.peer_router = self.route_weight = None
+        self.sel_bias = self.gate_up = self.down = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,11 +417,15 @@ def torch_route(x, p):
     1a topk on logits then softmax over the k; 1b softmax then topk, renormalized when
     norm_topk_prob; 2a sigmoid + selection bias, groups scored by their top-2, topk_group kept
     (others -inf), weights from the unbiased scores, renormalized (+1e-20) and scaled; 2b softmax,
-    groups scored by their max. Every family multiplies by routed_scaling_factor.
+    groups scored by their max. Every family multiplies by routed_scaling_factor. The logits are
+    x @ W^T in fp32 with p.route_weight fp32, else its storage-dtype linear made fp32.
     """
     pre = p.preset
     k, e = pre["top_k"], pre["num_experts"]
-    logits = x.float() @ p.router.t()
+    if p.route_weight.dtype == torch.float32:
+        logits = x.float() @ p.route_weight.t()
+    else:
+        logits = F.linear(x, p.route_weight).float()
     fam = pre["routing"]
     if fam == ROUTING_TOPK_SOFTMAX:
         top, ids = torch.topk(logits, k, dim=-1)
@@ -707,7 +717,8 @@ def run_one(layer, p, tokens, args, gmm, hf, cuda):
     layer.reserve(tokens)
     row = {"preset": p.preset["name"], "T": tokens, "H": p.hidden, "I": p.intermediate,
            "E": p.preset["num_experts"], "k": p.preset["top_k"], "input_buffers": nbuf}
-    # Agreement on buffer 0, eagerly.
+    # Agreement on buffer 0, eagerly, the peers routing with the fp32 router.
+    p.route_weight = p.router
     y_moe = torch.empty_like(xs[0])
     stream = torch.cuda.current_stream().cuda_stream if cuda else None
     layer.forward(xs[0], y_moe, stream)
@@ -725,6 +736,7 @@ def run_one(layer, p, tokens, args, gmm, hf, cuda):
         return row
 
     ys = [torch.empty_like(x) for x in xs]
+    p.route_weight = p.peer_router  # what the peers are timed with (--peer-router)
 
     def moe_call(i):
         return lambda: layer.forward(xs[i], ys[i], torch.cuda.current_stream().cuda_stream
@@ -880,6 +892,11 @@ def parse_args(argv):
     ap.add_argument("--upload", choices=("auto", "stacked", "per-expert"), default="auto",
                     help="how weights go to libmoe: moeLayerSetExpertWeightsStacked or one "
                          "expert at a time [auto: stacked up to 2 GiB]")
+    ap.add_argument("--peer-router", choices=("fp32", "storage"), default="fp32",
+                    help="router the grouped_mm and loop peers are TIMED with: fp32 weights and "
+                         "math, as libmoe routes, or an nn.Linear in the storage dtype, as a "
+                         "bf16 model holds it (cheaper logits). The check always routes the "
+                         "peers in fp32 [fp32]")
     ap.add_argument("--no-grouped-mm", action="store_true",
                     help="skip the grouped_mm peer")
     ap.add_argument("--transformers", action="store_true",
@@ -974,7 +991,10 @@ def main(argv=None):
         "timing": ("CUDA graphs (one per rotating input buffer) timed with torch.cuda.Event, "
                    "median; the loop eagerly (data-dependent, not capturable)") if cuda else
                   "CPU wall-clock, median; no graphs: the ratios are not the GPU targets",
-        "router": "fp32 logits in every implementation (libmoe stores the router in fp32)",
+        "router": ("fp32 logits in every implementation (libmoe stores the router in fp32)"
+                   if args.peer_router == "fp32" else
+                   "peers timed with a storage-dtype nn.Linear router (checked with fp32); "
+                   "libmoe and --transformers: fp32"),
         "shared_experts": "none (routed part only)",
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
@@ -991,7 +1011,7 @@ def main(argv=None):
         if args.deadline and time.monotonic() - start > args.deadline:
             print(f"{name}: not run (--deadline {args.deadline:g} s spent)")
             continue
-        p = Problem(pre, scale, args.dtype, device, args.seed, args.upload)
+        p = Problem(pre, scale, args.dtype, device, args.seed, args.upload, args.peer_router)
         layer = LibmoeLayer(lib, p, "cuda" if cuda else "cpu", args.threads)
         hf = None
         if args.transformers:
