@@ -29,7 +29,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -125,15 +124,36 @@ class PaddedLayerConfig(ctypes.Structure):
 
 def context_config_init():
     """Returns a MoeContextConfig with the defaults of MOE_CONTEXT_CONFIG_INIT."""
-    return MoeContextConfig(ctypes.sizeof(MoeContextConfig), 0, -1, None,
-                            MoeAllocator(None, None, None), 0)
+    return MoeContextConfig(
+        ctypes.sizeof(MoeContextConfig), 0, -1, None, MoeAllocator(None, None, None), 0
+    )
 
 
 def layer_config_init():
     """Returns a MoeLayerConfig with the defaults of MOE_LAYER_CONFIG_INIT."""
-    return MoeLayerConfig(ctypes.sizeof(MoeLayerConfig), 0, 0, 0, 0, ROUTING_TOPK_SOFTMAX, 0, 1,
-                          1, 1.0, 0.4, 0.0, 0, 1, ACTIVATION_SWIGLU, 1.702, 7.0, 0,
-                          MOE_DTYPE["bf16"], 0, 0)
+    return MoeLayerConfig(
+        ctypes.sizeof(MoeLayerConfig),
+        0,
+        0,
+        0,
+        0,
+        ROUTING_TOPK_SOFTMAX,
+        0,
+        1,
+        1,
+        1.0,
+        0.4,
+        0.0,
+        0,
+        1,
+        ACTIVATION_SWIGLU,
+        1.702,
+        7.0,
+        0,
+        MOE_DTYPE["bf16"],
+        0,
+        0,
+    )
 
 
 def load_libmoe(path):
@@ -187,8 +207,10 @@ def check(lib, status, what):
 def expect_invalid_config(lib, status, what):
     """Fails loudly unless a probe that must be refused was refused with moeErrorInvalidConfig."""
     if status != MOE_ERROR_INVALID_CONFIG:
-        raise SystemExit(f"compare_torch: ABI probe '{what}' returned {status}, expected "
-                         "moeErrorInvalidConfig: the ctypes structs do not match moe.h")
+        raise SystemExit(
+            f"compare_torch: ABI probe '{what}' returned {status}, expected "
+            "moeErrorInvalidConfig: the ctypes structs do not match moe.h"
+        )
 
 
 def check_abi(lib):
@@ -204,35 +226,52 @@ def check_abi(lib):
     ours = ctypes.sizeof(MoeLayerConfig)
     cfg = layer_config_init()
     cfg.hidden, cfg.intermediate, cfg.num_experts, cfg.top_k = 16, 24, 4, 2
-    cfg.routing, cfg.norm_topk_prob, cfg.n_group, cfg.topk_group = ROUTING_SIGMOID_GROUP_TOPK, 1, 2, 1
+    cfg.routing, cfg.norm_topk_prob, cfg.n_group, cfg.topk_group = (
+        ROUTING_SIGMOID_GROUP_TOPK,
+        1,
+        2,
+        1,
+    )
     cfg.routed_scaling_factor, cfg.top_p_threshold, cfg.drop_policy = 2.5, 0.5, DROP_BY_PROBS
     cfg.swiglu_alpha, cfg.swiglu_limit, cfg.dtype = 1.5, 6.0, MOE_DTYPE["f32"]
     cfg.num_shared_experts, cfg.shared_intermediate = 1, 40
     check(lib, lib.moeLayerConfigValidate(ctypes.byref(cfg)), "moeLayerConfigValidate (ABI probe)")
     padded = PaddedLayerConfig(cfg, 0)
     padded.cfg.size = ours + 8
-    expect_invalid_config(lib, lib.moeLayerConfigValidate(ctypes.byref(padded)),
-                          "moeLayerConfig_t.size + 8")
+    expect_invalid_config(
+        lib, lib.moeLayerConfigValidate(ctypes.byref(padded)), "moeLayerConfig_t.size + 8"
+    )
 
     ccfg = context_config_init()
     ccfg.backend = MOE_BACKEND["cpu"]
     ctx = ctypes.c_void_p()
     pc = PaddedContextConfig(ccfg, 0)
     pc.cfg.size = ctypes.sizeof(MoeContextConfig) + 8
-    expect_invalid_config(lib, lib.moeContextCreate(ctypes.byref(ctx), ctypes.byref(pc)),
-                          "moeContextConfig_t.size + 8")
-    check(lib, lib.moeContextCreate(ctypes.byref(ctx), ctypes.byref(ccfg)),
-          "moeContextCreate (ABI probe)")
+    expect_invalid_config(
+        lib,
+        lib.moeContextCreate(ctypes.byref(ctx), ctypes.byref(pc)),
+        "moeContextConfig_t.size + 8",
+    )
+    check(
+        lib,
+        lib.moeContextCreate(ctypes.byref(ctx), ctypes.byref(ccfg)),
+        "moeContextCreate (ABI probe)",
+    )
     layer = ctypes.c_void_p()
     try:
-        check(lib, lib.moeLayerCreate(ctypes.byref(layer), ctx, ctypes.byref(cfg)),
-              "moeLayerCreate (ABI probe)")
+        check(
+            lib,
+            lib.moeLayerCreate(ctypes.byref(layer), ctx, ctypes.byref(cfg)),
+            "moeLayerCreate (ABI probe)",
+        )
         back = PaddedLayerConfig(layer_config_init(), 0xA5A5A5A5A5A5A5A5)
         check(lib, lib.moeLayerGetConfig(layer, ctypes.byref(back)), "moeLayerGetConfig")
         for name, _ in MoeLayerConfig._fields_:
             if getattr(back.cfg, name) != getattr(cfg, name):
-                raise SystemExit(f"compare_torch: ABI probe: field {name} came back as "
-                                 f"{getattr(back.cfg, name)!r}, set {getattr(cfg, name)!r}")
+                raise SystemExit(
+                    f"compare_torch: ABI probe: field {name} came back as "
+                    f"{getattr(back.cfg, name)!r}, set {getattr(cfg, name)!r}"
+                )
         if back.pad != 0xA5A5A5A5A5A5A5A5:
             raise SystemExit("compare_torch: ABI probe: moeLayerGetConfig wrote past our struct")
     finally:
@@ -259,8 +298,11 @@ class LibmoeLayer:
         ccfg.num_threads = threads
         if backend == "cuda":
             ccfg.device = torch.cuda.current_device()
-        check(lib, lib.moeContextCreate(ctypes.byref(self.ctx), ctypes.byref(ccfg)),
-              "moeContextCreate")
+        check(
+            lib,
+            lib.moeContextCreate(ctypes.byref(self.ctx), ctypes.byref(ccfg)),
+            "moeContextCreate",
+        )
         pre = problem.preset
         cfg = layer_config_init()
         cfg.hidden, cfg.intermediate = problem.hidden, problem.intermediate
@@ -271,10 +313,15 @@ class LibmoeLayer:
         cfg.activation = pre["activation"]
         cfg.dtype = MOE_DTYPE[problem.dtype_name]
         # "routed part": no shared experts, whatever the preset has.
-        check(lib, lib.moeLayerCreate(ctypes.byref(self.layer), self.ctx, ctypes.byref(cfg)),
-              "moeLayerCreate")
+        check(
+            lib,
+            lib.moeLayerCreate(ctypes.byref(self.layer), self.ctx, ctypes.byref(cfg)),
+            "moeLayerCreate",
+        )
         width = ctypes.c_int32()
-        check(lib, lib.moeLayerGetRouteWidth(self.layer, ctypes.byref(width)), "moeLayerGetRouteWidth")
+        check(
+            lib, lib.moeLayerGetRouteWidth(self.layer, ctypes.byref(width)), "moeLayerGetRouteWidth"
+        )
         self.route_width = width.value
         self._upload()
         self.ws, self.ws_ptr, self.ws_bytes = None, None, 0
@@ -284,17 +331,26 @@ class LibmoeLayer:
         lib, p = self.lib, self.p
         dt = MOE_DTYPE[p.dtype_name]
         router = p.router.float().cpu().contiguous()
-        check(lib, lib.moeLayerSetRouterWeights(self.layer, router.data_ptr(), None, MOE_DTYPE["f32"]),
-              "moeLayerSetRouterWeights")
+        check(
+            lib,
+            lib.moeLayerSetRouterWeights(self.layer, router.data_ptr(), None, MOE_DTYPE["f32"]),
+            "moeLayerSetRouterWeights",
+        )
         if p.sel_bias is not None:
             bias = p.sel_bias.float().cpu().contiguous()
-            check(lib, lib.moeLayerSetSelectionBias(self.layer, bias.data_ptr()),
-                  "moeLayerSetSelectionBias")
+            check(
+                lib,
+                lib.moeLayerSetSelectionBias(self.layer, bias.data_ptr()),
+                "moeLayerSetSelectionBias",
+            )
         nbytes = (p.gate_up.numel() + p.down.numel()) * p.gate_up.element_size()
         if p.upload == "stacked" or (p.upload == "auto" and nbytes <= STACKED_UPLOAD_MAX_BYTES):
             gu, dn = p.gate_up.cpu().contiguous(), p.down.cpu().contiguous()
-            check(lib, lib.moeLayerSetExpertWeightsStacked(self.layer, gu.data_ptr(), dn.data_ptr(), dt),
-                  "moeLayerSetExpertWeightsStacked")
+            check(
+                lib,
+                lib.moeLayerSetExpertWeightsStacked(self.layer, gu.data_ptr(), dn.data_ptr(), dt),
+                "moeLayerSetExpertWeightsStacked",
+            )
             self.upload_mode = "stacked"
             return
         inter = p.intermediate
@@ -302,16 +358,23 @@ class LibmoeLayer:
             gate = p.gate_up[e, :inter].cpu().contiguous()
             up = p.gate_up[e, inter:].cpu().contiguous()
             down = p.down[e].cpu().contiguous()
-            check(lib, lib.moeLayerSetExpertWeights(self.layer, e, gate.data_ptr(), up.data_ptr(),
-                                                    down.data_ptr(), dt),
-                  f"moeLayerSetExpertWeights({e})")
+            check(
+                lib,
+                lib.moeLayerSetExpertWeights(
+                    self.layer, e, gate.data_ptr(), up.data_ptr(), down.data_ptr(), dt
+                ),
+                f"moeLayerSetExpertWeights({e})",
+            )
         self.upload_mode = "per-expert"
 
     def reserve(self, max_tokens):
         """Allocates (once per larger T) the workspace of moeLayerGetWorkspaceSize bytes."""
         need = ctypes.c_size_t()
-        check(self.lib, self.lib.moeLayerGetWorkspaceSize(self.layer, max_tokens, ctypes.byref(need)),
-              "moeLayerGetWorkspaceSize")
+        check(
+            self.lib,
+            self.lib.moeLayerGetWorkspaceSize(self.layer, max_tokens, ctypes.byref(need)),
+            "moeLayerGetWorkspaceSize",
+        )
         if need.value > self.ws_bytes or self.ws is None:
             self.ws = None
             self.ws, self.ws_ptr = aligned_workspace(need.value, self.p.device)
@@ -319,18 +382,41 @@ class LibmoeLayer:
 
     def forward(self, x, y, stream=None):
         """y = MoE(x) on the given stream (a cudaStream_t as an int, or None)."""
-        check(self.lib, self.lib.moeLayerForward(self.layer, x.shape[0], x.data_ptr(), y.data_ptr(),
-                                                 None, self.ws_ptr, self.ws_bytes, stream),
-              "moeLayerForward")
+        check(
+            self.lib,
+            self.lib.moeLayerForward(
+                self.layer,
+                x.shape[0],
+                x.data_ptr(),
+                y.data_ptr(),
+                None,
+                self.ws_ptr,
+                self.ws_bytes,
+                stream,
+            ),
+            "moeLayerForward",
+        )
 
     def route(self, x, stream=None):
         """libmoe's own routing of x: (expert ids [T, K] int32, weights [T, K] fp32)."""
         t = x.shape[0]
         ids = torch.empty(t, self.route_width, dtype=torch.int32, device=x.device)
         w = torch.empty(t, self.route_width, dtype=torch.float32, device=x.device)
-        check(self.lib, self.lib.moeLayerRoute(self.layer, t, x.data_ptr(), ids.data_ptr(),
-                                               w.data_ptr(), None, self.ws_ptr, self.ws_bytes, stream),
-              "moeLayerRoute")
+        check(
+            self.lib,
+            self.lib.moeLayerRoute(
+                self.layer,
+                t,
+                x.data_ptr(),
+                ids.data_ptr(),
+                w.data_ptr(),
+                None,
+                self.ws_ptr,
+                self.ws_bytes,
+                stream,
+            ),
+            "moeLayerRoute",
+        )
         return ids, w
 
     def close(self):
@@ -345,8 +431,9 @@ class LibmoeLayer:
 # ---------------------------------------------------------------------------------------------
 def load_presets(moe_bench):
     """The model table from `moe-bench --list --json -` (bench/presets.c), by name."""
-    out = subprocess.run([moe_bench, "--list", "--json", "-"], check=True, capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        [moe_bench, "--list", "--json", "-"], check=True, capture_output=True, text=True
+    ).stdout
     return {p["name"]: p for p in json.loads(out)["presets"]}
 
 
@@ -368,13 +455,25 @@ class Problem:
 
     def __init__(self, preset, scale, dtype_name, device, seed, upload, peer_router="fp32"):
         """Draws the weights: N(0, 1/fan_in) experts, N(0, 1/H) router, small selection bias."""
-        if preset["routing"] not in (ROUTING_TOPK_SOFTMAX, ROUTING_SOFTMAX_TOPK,
-                                     ROUTING_SIGMOID_GROUP_TOPK, ROUTING_SOFTMAX_GROUP_TOPK):
-            raise SystemExit(f"compare_torch: preset {preset['name']}: routing "
-                             f"{preset['routing_name']} is not implemented in the torch peers")
-        if preset["activation"] != ACTIVATION_SWIGLU or preset["expert_bias"] or preset["router_bias"]:
-            raise SystemExit(f"compare_torch: preset {preset['name']}: only SwiGLU experts "
-                             "without biases are implemented in the torch peers")
+        if preset["routing"] not in (
+            ROUTING_TOPK_SOFTMAX,
+            ROUTING_SOFTMAX_TOPK,
+            ROUTING_SIGMOID_GROUP_TOPK,
+            ROUTING_SOFTMAX_GROUP_TOPK,
+        ):
+            raise SystemExit(
+                f"compare_torch: preset {preset['name']}: routing "
+                f"{preset['routing_name']} is not implemented in the torch peers"
+            )
+        if (
+            preset["activation"] != ACTIVATION_SWIGLU
+            or preset["expert_bias"]
+            or preset["router_bias"]
+        ):
+            raise SystemExit(
+                f"compare_torch: preset {preset['name']}: only SwiGLU experts "
+                "without biases are implemented in the torch peers"
+            )
         self.preset, self.scale, self.dtype_name, self.device = preset, scale, dtype_name, device
         self.dtype, self.upload = TORCH_DTYPE[dtype_name], upload
         self.hidden = scale_dim(preset["hidden"], scale)
@@ -399,8 +498,12 @@ class Problem:
 
     def inputs(self, tokens, count):
         """count input buffers x [T, H] in the storage dtype, N(0, 1)."""
-        return [torch.randn(tokens, self.hidden, generator=self.gen, device=self.device,
-                            dtype=self.dtype) for _ in range(count)]
+        return [
+            torch.randn(
+                tokens, self.hidden, generator=self.gen, device=self.device, dtype=self.dtype
+            )
+            for _ in range(count)
+        ]
 
     def release(self):
         """Drops the weight tensors."""
@@ -435,7 +538,11 @@ def torch_route(x, p):
         if pre["norm_topk_prob"]:
             w = w / w.sum(dim=-1, keepdim=True)
     else:
-        scores = torch.sigmoid(logits) if fam == ROUTING_SIGMOID_GROUP_TOPK else torch.softmax(logits, -1)
+        scores = (
+            torch.sigmoid(logits)
+            if fam == ROUTING_SIGMOID_GROUP_TOPK
+            else torch.softmax(logits, -1)
+        )
         sel = scores + p.sel_bias if p.sel_bias is not None else scores
         groups = sel.view(x.shape[0], pre["n_group"], e // pre["n_group"])
         if fam == ROUTING_SIGMOID_GROUP_TOPK:
@@ -513,15 +620,25 @@ def grouped_forward(x, p, use_grouped_mm):
     e_count, inter = p.preset["num_experts"], p.intermediate
     flat = ids.flatten()
     order = torch.argsort(flat, stable=True)
-    offs = torch.searchsorted(flat[order], torch.arange(e_count, device=x.device, dtype=flat.dtype),
-                              right=True, out_int32=True)
+    offs = torch.searchsorted(
+        flat[order],
+        torch.arange(e_count, device=x.device, dtype=flat.dtype),
+        right=True,
+        out_int32=True,
+    )
     xs = x.index_select(0, order // k)
     mm = torch._grouped_mm if use_grouped_mm else per_group_mm
-    gu = mm(xs, p.gate_up.transpose(-2, -1), offs=offs) if use_grouped_mm else \
-        mm(xs, p.gate_up.transpose(-2, -1), offs)
+    gu = (
+        mm(xs, p.gate_up.transpose(-2, -1), offs=offs)
+        if use_grouped_mm
+        else mm(xs, p.gate_up.transpose(-2, -1), offs)
+    )
     h = F.silu(gu[:, :inter]) * gu[:, inter:]
-    out = mm(h, p.down.transpose(-2, -1), offs=offs) if use_grouped_mm else \
-        mm(h, p.down.transpose(-2, -1), offs)
+    out = (
+        mm(h, p.down.transpose(-2, -1), offs=offs)
+        if use_grouped_mm
+        else mm(h, p.down.transpose(-2, -1), offs)
+    )
     pairs = torch.empty_like(out).index_copy_(0, order, out)
     return torch.bmm(w.to(x.dtype).unsqueeze(1), pairs.view(t, k, -1)).squeeze(1)
 
@@ -542,23 +659,43 @@ def hf_block(p):
     e, k, h, i = pre["num_experts"], pre["top_k"], p.hidden, p.intermediate
     try:
         if pre["name"].startswith("mixtral"):
-            from transformers.models.mixtral import modeling_mixtral as mod  # pylint: disable=import-outside-toplevel
-            cfg = transformers.MixtralConfig(hidden_size=h, intermediate_size=i, num_local_experts=e,
-                                             num_experts_per_tok=k)
+            from transformers.models.mixtral import (
+                modeling_mixtral as mod,
+            )  # pylint: disable=import-outside-toplevel
+
+            cfg = transformers.MixtralConfig(
+                hidden_size=h, intermediate_size=i, num_local_experts=e, num_experts_per_tok=k
+            )
             block = mod.MixtralSparseMoeBlock(cfg)
         elif pre["name"].startswith("qwen3"):
-            from transformers.models.qwen3_moe import modeling_qwen3_moe as mod  # pylint: disable=import-outside-toplevel
-            cfg = transformers.Qwen3MoeConfig(hidden_size=h, moe_intermediate_size=i, num_experts=e,
-                                              num_experts_per_tok=k,
-                                              norm_topk_prob=bool(pre["norm_topk_prob"]))
+            from transformers.models.qwen3_moe import (
+                modeling_qwen3_moe as mod,
+            )  # pylint: disable=import-outside-toplevel
+
+            cfg = transformers.Qwen3MoeConfig(
+                hidden_size=h,
+                moe_intermediate_size=i,
+                num_experts=e,
+                num_experts_per_tok=k,
+                norm_topk_prob=bool(pre["norm_topk_prob"]),
+            )
             block = mod.Qwen3MoeSparseMoeBlock(cfg)
         elif pre["name"] == "deepseek-v3":
-            from transformers.models.deepseek_v3 import modeling_deepseek_v3 as mod  # pylint: disable=import-outside-toplevel
+            from transformers.models.deepseek_v3 import (
+                modeling_deepseek_v3 as mod,
+            )  # pylint: disable=import-outside-toplevel
+
             cfg = transformers.DeepseekV3Config(
-                hidden_size=h, moe_intermediate_size=i, n_routed_experts=e, num_experts_per_tok=k,
-                n_group=pre["n_group"], topk_group=pre["topk_group"], n_shared_experts=1,
+                hidden_size=h,
+                moe_intermediate_size=i,
+                n_routed_experts=e,
+                num_experts_per_tok=k,
+                n_group=pre["n_group"],
+                topk_group=pre["topk_group"],
+                n_shared_experts=1,
                 routed_scaling_factor=pre["routed_scaling_factor"],
-                norm_topk_prob=bool(pre["norm_topk_prob"]))
+                norm_topk_prob=bool(pre["norm_topk_prob"]),
+            )
             block = mod.DeepseekV3MoE(cfg)
         else:
             return None, f"no transformers block mapped for preset {pre['name']}"
@@ -580,7 +717,10 @@ def hf_block(p):
             _, w, ids = gate(x.float())
             return experts(x, ids, w), ids
 
-    return forward, f"transformers {transformers.__version__} {type(block).__name__} (eager experts)"
+    return (
+        forward,
+        f"transformers {transformers.__version__} {type(block).__name__} (eager experts)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -616,8 +756,11 @@ def agreement(layer, x, outputs, p, tol, stream, other_ids=None):
     res["max_weight_diff"] = wdiff.max().item() if wdiff.numel() else 0.0
     ref = outputs["libmoe"]
     res["rel_err"] = {n: rel_fro(y, ref, rows) for n, y in outputs.items() if n != "libmoe"}
-    res["ok"] = bool(rows.numel() > 0 and res["tie_fraction"] <= MAX_TIE_FRACTION and
-                     all(v <= tol for v in res["rel_err"].values()))
+    res["ok"] = bool(
+        rows.numel() > 0
+        and res["tie_fraction"] <= MAX_TIE_FRACTION
+        and all(v <= tol for v in res["rel_err"].values())
+    )
     return res
 
 
@@ -657,8 +800,10 @@ def time_calls(calls, warmup, iters, max_time, cuda):
     n = int(max(5, min(iters, max_time / one)))
     times = []
     if cuda:
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                  for _ in range(n)]
+        events = [
+            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            for _ in range(n)
+        ]
         for i, (a, b) in enumerate(events):
             a.record()
             calls[i % len(calls)]()
@@ -715,8 +860,15 @@ def run_one(layer, p, tokens, args, gmm, hf, cuda):
     nbuf = buffer_count(tokens, p, cuda)
     xs = p.inputs(tokens, nbuf)
     layer.reserve(tokens)
-    row = {"preset": p.preset["name"], "T": tokens, "H": p.hidden, "I": p.intermediate,
-           "E": p.preset["num_experts"], "k": p.preset["top_k"], "input_buffers": nbuf}
+    row = {
+        "preset": p.preset["name"],
+        "T": tokens,
+        "H": p.hidden,
+        "I": p.intermediate,
+        "E": p.preset["num_experts"],
+        "k": p.preset["top_k"],
+        "input_buffers": nbuf,
+    }
     # Agreement on buffer 0, eagerly, the peers routing with the fp32 router.
     p.route_weight = p.router
     y_moe = torch.empty_like(xs[0])
@@ -739,8 +891,9 @@ def run_one(layer, p, tokens, args, gmm, hf, cuda):
     p.route_weight = p.peer_router  # what the peers are timed with (--peer-router)
 
     def moe_call(i):
-        return lambda: layer.forward(xs[i], ys[i], torch.cuda.current_stream().cuda_stream
-                                     if cuda else None)
+        return lambda: layer.forward(
+            xs[i], ys[i], torch.cuda.current_stream().cuda_stream if cuda else None
+        )
 
     impls = {}
     if cuda:
@@ -750,8 +903,10 @@ def run_one(layer, p, tokens, args, gmm, hf, cuda):
         try:
             impls["libmoe"] = (capture_graphs([moe_call(i) for i in range(nbuf)], pool), "graph")
         except (RuntimeError, MoeError) as exc:
-            print(f"  libmoe T={tokens}: not capturable ({exc}); timing plain launches",
-                  file=sys.stderr)
+            print(
+                f"  libmoe T={tokens}: not capturable ({exc}); timing plain launches",
+                file=sys.stderr,
+            )
             impls["libmoe"] = ([moe_call(i) for i in range(nbuf)], "eager")
         if gmm["enabled"]:
             fns = [(lambda x=x: grouped_forward(x, p, gmm["native"])) for x in xs]
@@ -760,18 +915,29 @@ def run_one(layer, p, tokens, args, gmm, hf, cuda):
                 try:
                     fns, mode = capture_graphs(fns, pool), "graph"
                 except RuntimeError as exc:
-                    print(f"  grouped_mm T={tokens}: capture failed ({str(exc).splitlines()[0]}); "
-                          "timing eagerly", file=sys.stderr)
+                    print(
+                        f"  grouped_mm T={tokens}: capture failed ({str(exc).splitlines()[0]}); "
+                        "timing eagerly",
+                        file=sys.stderr,
+                    )
                     torch.cuda.synchronize()
             impls["grouped_mm"] = (fns, mode)
     else:
         impls["libmoe"] = ([moe_call(i) for i in range(nbuf)], "wall-clock")
         if gmm["enabled"]:
-            impls["grouped_mm"] = ([(lambda x=x: grouped_forward(x, p, gmm["native"])) for x in xs],
-                                   "wall-clock")
-    impls["loop"] = ([(lambda x=x: loop_forward(x, p)) for x in xs], "eager" if cuda else "wall-clock")
+            impls["grouped_mm"] = (
+                [(lambda x=x: grouped_forward(x, p, gmm["native"])) for x in xs],
+                "wall-clock",
+            )
+    impls["loop"] = (
+        [(lambda x=x: loop_forward(x, p)) for x in xs],
+        "eager" if cuda else "wall-clock",
+    )
     if hf:
-        impls["transformers"] = ([(lambda x=x: hf(x)) for x in xs], "eager" if cuda else "wall-clock")
+        impls["transformers"] = (
+            [(lambda x=x: hf(x)) for x in xs],
+            "eager" if cuda else "wall-clock",
+        )
 
     row["us"], row["mode"], row["iters"] = {}, {}, {}
     for name, (calls, mode) in impls.items():
@@ -783,8 +949,10 @@ def run_one(layer, p, tokens, args, gmm, hf, cuda):
     row["speedup_vs_loop"] = us["loop"] / us["libmoe"]
     if "transformers" in us:
         row["speedup_vs_transformers"] = us["transformers"] / us["libmoe"]
-    row["target_grouped_mm_met"] = (row["speedup_vs_grouped_mm"] is not None and
-                                    row["speedup_vs_grouped_mm"] >= TARGET_VS_GROUPED)
+    row["target_grouped_mm_met"] = (
+        row["speedup_vs_grouped_mm"] is not None
+        and row["speedup_vs_grouped_mm"] >= TARGET_VS_GROUPED
+    )
     row["target_loop_met"] = row["speedup_vs_loop"] >= TARGET_VS_LOOP
     return row
 
@@ -797,29 +965,49 @@ def fmt_us(v):
     return "-" if v is None else (f"{v:.1f}" if v < 1000 else f"{v:.0f}")
 
 
+def fmt_ratio(v, spec):
+    """A ratio for the table, '-' when absent."""
+    return "-" if v is None else format(v, spec)
+
+
 def print_row(row, first):
     """Prints one table line (and the header before the first); transformers columns last."""
     hf = "transformers" in row["check"]["rel_err"]
     if first:
-        print(f"{'preset':<14} {'T':>6} {'libmoe us':>10} {'grouped us':>11} {'loop us':>10} "
-              f"{'x grouped':>9} {'x loop':>7} {'targets':>9}  {'ties':>5} {'err grouped':>11} "
-              f"{'err loop':>9} check" + ("   hf us  x hf   err hf" if hf else ""))
+        print(
+            f"{'preset':<14} {'T':>6} {'libmoe us':>10} {'grouped us':>11} {'loop us':>10} "
+            f"{'x grouped':>9} {'x loop':>7} {'targets':>9}  {'ties':>5} {'err grouped':>11} "
+            f"{'err loop':>9} check" + ("   hf us  x hf   err hf" if hf else "")
+        )
     c = row["check"]
     err = c["rel_err"]
     us = row.get("us", {})
     sg, sl = row.get("speedup_vs_grouped_mm"), row.get("speedup_vs_loop")
-    targets = "-" if "us" not in row else (
-        ("yes" if row["target_grouped_mm_met"] else "no") + "/" +
-        ("yes" if row["target_loop_met"] else "no"))
-    print(f"{row['preset']:<14} {row['T']:>6} {fmt_us(us.get('libmoe')):>10} "
-          f"{fmt_us(us.get('grouped_mm')):>11} {fmt_us(us.get('loop')):>10} "
-          f"{'-' if sg is None else f'{sg:.2f}':>9} {'-' if sl is None else f'{sl:.1f}':>7} "
-          f"{targets:>9}  {c['tie_fraction']:>5.3f} "
-          f"{'-' if 'grouped_mm' not in err else format(err['grouped_mm'], '.2e'):>11} "
-          f"{err['loop']:>9.2e} {'PASS' if c['ok'] else 'FAIL'}" +
-          (f" {fmt_us(us.get('transformers')):>8} "
-           f"{'-' if 'speedup_vs_transformers' not in row else format(row['speedup_vs_transformers'], '.1f'):>5} "
-           f"{err['transformers']:>8.2e}" if hf else ""), flush=True)
+    targets = (
+        "-"
+        if "us" not in row
+        else (
+            ("yes" if row["target_grouped_mm_met"] else "no")
+            + "/"
+            + ("yes" if row["target_loop_met"] else "no")
+        )
+    )
+    print(
+        f"{row['preset']:<14} {row['T']:>6} {fmt_us(us.get('libmoe')):>10} "
+        f"{fmt_us(us.get('grouped_mm')):>11} {fmt_us(us.get('loop')):>10} "
+        f"{'-' if sg is None else f'{sg:.2f}':>9} {'-' if sl is None else f'{sl:.1f}':>7} "
+        f"{targets:>9}  {c['tie_fraction']:>5.3f} "
+        f"{'-' if 'grouped_mm' not in err else format(err['grouped_mm'], '.2e'):>11} "
+        f"{err['loop']:>9.2e} {'PASS' if c['ok'] else 'FAIL'}"
+        + (
+            f" {fmt_us(us.get('transformers')):>8} "
+            f"{fmt_ratio(row.get('speedup_vs_transformers'), '.1f'):>5} "
+            f"{err['transformers']:>8.2e}"
+            if hf
+            else ""
+        ),
+        flush=True,
+    )
 
 
 def libmoe_commit(script_dir):
@@ -827,8 +1015,12 @@ def libmoe_commit(script_dir):
     if os.environ.get("MOE_BENCH_COMMIT"):
         return os.environ["MOE_BENCH_COMMIT"]
     try:
-        return subprocess.run(["git", "-C", script_dir, "rev-parse", "--short", "HEAD"],
-                              check=True, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", script_dir, "rev-parse", "--short", "HEAD"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -860,52 +1052,116 @@ def parse_args(argv):
             "  python3 bench/compare_torch.py --scale 16 -t 1,8,32  # CPU smoke test\n"
             "  python3 bench/compare_torch.py -p qwen3-30b-a3b -t 1,64 --json out.json\n"
             "\nExit status: 0 every check passed, 1 a check failed or a setup or libmoe call\n"
-            "failed, 2 bad usage.\n"
-            % (TARGET_VS_GROUPED, TARGET_VS_LOOP, 100 * MAX_TIE_FRACTION)))
-    ap.add_argument("-p", "--preset", action="append", metavar="NAME",
-                    help="preset of moe-bench --list (repeatable) [%s]" % ", ".join(DEFAULT_PRESETS))
-    ap.add_argument("-t", "--tokens", metavar="T[,T...]",
-                    help="token counts [GPU: %s; CPU: %s]" % (",".join(map(str, SWEEP_TOKENS)),
-                                                              ",".join(map(str, CPU_TOKENS))))
-    ap.add_argument("-s", "--scale", type=int, default=None, metavar="N",
-                    help="divide H and I by N, as moe-bench --scale [GPU: 1; CPU: 16]")
-    ap.add_argument("-d", "--dtype", choices=sorted(MOE_DTYPE), default="bf16",
-                    help="storage dtype of weights, x and y [bf16]")
-    ap.add_argument("-b", "--backend", choices=("auto", "cpu", "cuda"), default="auto",
-                    help="auto = cuda when torch sees a GPU [auto]")
-    ap.add_argument("--lib", metavar="PATH",
-                    help="libmoe.so, or a build directory holding it [build/libmoe.so]")
-    ap.add_argument("--moe-bench", metavar="PATH",
-                    help="moe-bench, for the preset table [<build>/bench/moe-bench]")
-    ap.add_argument("-n", "--iters", type=int, default=100,
-                    help="timed calls per implementation and T, at most [100]")
-    ap.add_argument("--max-time", type=float, default=1.0, metavar="S",
-                    help="seconds of timed calls per implementation and T that cut --iters "
-                         "(at least 5 calls) [1.0]")
-    ap.add_argument("-w", "--warmup", type=int, default=None,
-                    help="untimed calls first [GPU: 5; CPU: 1]")
+            "failed, 2 bad usage.\n" % (TARGET_VS_GROUPED, TARGET_VS_LOOP, 100 * MAX_TIE_FRACTION)
+        ),
+    )
+    ap.add_argument(
+        "-p",
+        "--preset",
+        action="append",
+        metavar="NAME",
+        help="preset of moe-bench --list (repeatable) [%s]" % ", ".join(DEFAULT_PRESETS),
+    )
+    ap.add_argument(
+        "-t",
+        "--tokens",
+        metavar="T[,T...]",
+        help="token counts [GPU: %s; CPU: %s]"
+        % (",".join(map(str, SWEEP_TOKENS)), ",".join(map(str, CPU_TOKENS))),
+    )
+    ap.add_argument(
+        "-s",
+        "--scale",
+        type=int,
+        default=None,
+        metavar="N",
+        help="divide H and I by N, as moe-bench --scale [GPU: 1; CPU: 16]",
+    )
+    ap.add_argument(
+        "-d",
+        "--dtype",
+        choices=sorted(MOE_DTYPE),
+        default="bf16",
+        help="storage dtype of weights, x and y [bf16]",
+    )
+    ap.add_argument(
+        "-b",
+        "--backend",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto = cuda when torch sees a GPU [auto]",
+    )
+    ap.add_argument(
+        "--lib", metavar="PATH", help="libmoe.so, or a build directory holding it [build/libmoe.so]"
+    )
+    ap.add_argument(
+        "--moe-bench",
+        metavar="PATH",
+        help="moe-bench, for the preset table [<build>/bench/moe-bench]",
+    )
+    ap.add_argument(
+        "-n",
+        "--iters",
+        type=int,
+        default=100,
+        help="timed calls per implementation and T, at most [100]",
+    )
+    ap.add_argument(
+        "--max-time",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds of timed calls per implementation and T that cut --iters "
+        "(at least 5 calls) [1.0]",
+    )
+    ap.add_argument(
+        "-w", "--warmup", type=int, default=None, help="untimed calls first [GPU: 5; CPU: 1]"
+    )
     ap.add_argument("--seed", type=int, default=1234, help="seed of weights and inputs [1234]")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="CPU threads for libmoe and torch, 0 = their defaults [0]")
-    ap.add_argument("--tol", type=float, default=None,
-                    help="relative Frobenius tolerance [bf16/f16: 1e-2; f32: 1e-4]")
-    ap.add_argument("--upload", choices=("auto", "stacked", "per-expert"), default="auto",
-                    help="how weights go to libmoe: moeLayerSetExpertWeightsStacked or one "
-                         "expert at a time [auto: stacked up to 2 GiB]")
-    ap.add_argument("--peer-router", choices=("fp32", "storage"), default="fp32",
-                    help="router the grouped_mm and loop peers are TIMED with: fp32 weights and "
-                         "math, as libmoe routes, or an nn.Linear in the storage dtype, as a "
-                         "bf16 model holds it (cheaper logits). The check always routes the "
-                         "peers in fp32 [fp32]")
-    ap.add_argument("--no-grouped-mm", action="store_true",
-                    help="skip the grouped_mm peer")
-    ap.add_argument("--transformers", action="store_true",
-                    help="also run the actual transformers block of each model (its router in "
-                         "fp32, its experts class in eager mode) as a 4th peer, when "
-                         "transformers can be imported; timed eagerly")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for libmoe and torch, 0 = their defaults [0]",
+    )
+    ap.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        help="relative Frobenius tolerance [bf16/f16: 1e-2; f32: 1e-4]",
+    )
+    ap.add_argument(
+        "--upload",
+        choices=("auto", "stacked", "per-expert"),
+        default="auto",
+        help="how weights go to libmoe: moeLayerSetExpertWeightsStacked or one "
+        "expert at a time [auto: stacked up to 2 GiB]",
+    )
+    ap.add_argument(
+        "--peer-router",
+        choices=("fp32", "storage"),
+        default="fp32",
+        help="router the grouped_mm and loop peers are TIMED with: fp32 weights and "
+        "math, as libmoe routes, or an nn.Linear in the storage dtype, as a "
+        "bf16 model holds it (cheaper logits). The check always routes the "
+        "peers in fp32 [fp32]",
+    )
+    ap.add_argument("--no-grouped-mm", action="store_true", help="skip the grouped_mm peer")
+    ap.add_argument(
+        "--transformers",
+        action="store_true",
+        help="also run the actual transformers block of each model (its router in "
+        "fp32, its experts class in eager mode) as a 4th peer, when "
+        "transformers can be imported; timed eagerly",
+    )
     ap.add_argument("--no-timing", action="store_true", help="agreement checks only")
-    ap.add_argument("--deadline", type=float, default=0, metavar="S",
-                    help="start no new (preset, T) after S seconds; 0 = none [0]")
+    ap.add_argument(
+        "--deadline",
+        type=float,
+        default=0,
+        metavar="S",
+        help="start no new (preset, T) after S seconds; 0 = none [0]",
+    )
     ap.add_argument("--json", metavar="FILE", help="write the environment and every row as JSON")
     args = ap.parse_args(argv)
     if args.tokens:
@@ -933,8 +1189,10 @@ def find_lib(args, root):
     bench = args.moe_bench or os.path.join(build, "bench", "moe-bench")
     for path, what in ((lib, "libmoe.so"), (bench, "moe-bench")):
         if not os.path.exists(path):
-            raise SystemExit(f"compare_torch: {what} not found at {path} (build first: cmake -S . "
-                             "-B build -G Ninja && cmake --build build; or give --lib / --moe-bench)")
+            raise SystemExit(
+                f"compare_torch: {what} not found at {path} (build first: cmake -S . "
+                "-B build -G Ninja && cmake --build build; or give --lib / --moe-bench)"
+            )
     return lib, bench
 
 
@@ -951,8 +1209,10 @@ def main(argv=None):
         count = ctypes.c_int()
         check(lib, lib.moeGetCudaDeviceCount(ctypes.byref(count)), "moeGetCudaDeviceCount")
         if not torch.cuda.is_available() or count.value == 0:
-            raise SystemExit("compare_torch: --backend cuda needs a GPU that torch sees and a "
-                             f"CUDA build of libmoe ({lib_path} sees {count.value} devices)")
+            raise SystemExit(
+                "compare_torch: --backend cuda needs a GPU that torch sees and a "
+                f"CUDA build of libmoe ({lib_path} sees {count.value} devices)"
+            )
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -967,8 +1227,9 @@ def main(argv=None):
     names = args.preset or list(DEFAULT_PRESETS)
     for n in names:
         if n not in presets:
-            raise SystemExit(f"compare_torch: unknown preset {n!r} (moe-bench --list: "
-                             f"{', '.join(presets)})")
+            raise SystemExit(
+                f"compare_torch: unknown preset {n!r} (moe-bench --list: " f"{', '.join(presets)})"
+            )
     gmm = {"enabled": not args.no_grouped_mm, "native": False, "label": "skipped (--no-grouped-mm)"}
     if gmm["enabled"]:
         gmm["native"], gmm["label"] = grouped_mm_available(device, TORCH_DTYPE[args.dtype])
@@ -977,8 +1238,11 @@ def main(argv=None):
 
     version = lib.moeGetVersion()
     env = {
-        "device": torch.cuda.get_device_name(device) if cuda else (platform.processor() or
-                                                                    platform.machine()) + " (CPU)",
+        "device": (
+            torch.cuda.get_device_name(device)
+            if cuda
+            else (platform.processor() or platform.machine()) + " (CPU)"
+        ),
         "backend": "cuda" if cuda else "cpu",
         "torch": torch.__version__,
         "cuda_runtime": torch.version.cuda,
@@ -988,19 +1252,28 @@ def main(argv=None):
         "dtype": args.dtype,
         "scale": scale,
         "grouped_mm": gmm["label"],
-        "timing": ("CUDA graphs (one per rotating input buffer) timed with torch.cuda.Event, "
-                   "median; the loop eagerly (data-dependent, not capturable)") if cuda else
-                  "CPU wall-clock, median; no graphs: the ratios are not the GPU targets",
-        "router": ("fp32 logits in every implementation (libmoe stores the router in fp32)"
-                   if args.peer_router == "fp32" else
-                   "peers timed with a storage-dtype nn.Linear router (checked with fp32); "
-                   "libmoe and --transformers: fp32"),
+        "timing": (
+            (
+                "CUDA graphs (one per rotating input buffer) timed with torch.cuda.Event, "
+                "median; the loop eagerly (data-dependent, not capturable)"
+            )
+            if cuda
+            else "CPU wall-clock, median; no graphs: the ratios are not the GPU targets"
+        ),
+        "router": (
+            "fp32 logits in every implementation (libmoe stores the router in fp32)"
+            if args.peer_router == "fp32"
+            else "peers timed with a storage-dtype nn.Linear router (checked with fp32); "
+            "libmoe and --transformers: fp32"
+        ),
         "shared_experts": "none (routed part only)",
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
-    print(f"device: {env['device']}; torch {env['torch']}; libmoe {env['libmoe']} "
-          f"(commit {env['libmoe_commit']}); {args.dtype}; scale 1/{scale}")
+    print(
+        f"device: {env['device']}; torch {env['torch']}; libmoe {env['libmoe']} "
+        f"(commit {env['libmoe_commit']}); {args.dtype}; scale 1/{scale}"
+    )
     print(f"grouped_mm peer: {gmm['label']}")
     print(f"timing: {env['timing']}")
 
@@ -1018,12 +1291,23 @@ def main(argv=None):
             hf, label = hf_block(p)
             env.setdefault("transformers_peer", {})[name] = label
             print(f"{name}: transformers peer: {label}" + ("" if hf else "; skipped"))
-        print(f"{name}: H={p.hidden} I={p.intermediate} E={pre['num_experts']} k={pre['top_k']} "
-              f"routing {pre['section']} {pre['routing_name']}"
-              + (f" groups {pre['n_group']}/{pre['topk_group']}" if pre["n_group"] > 1 else "")
-              + (f" scaling {pre['routed_scaling_factor']:g}" if pre["routed_scaling_factor"] != 1 else "")
-              + (f"; shared experts of the model ({pre['num_shared']}) left out" if pre["num_shared"] else "")
-              + f"; weights uploaded {layer.upload_mode}", flush=True)
+        print(
+            f"{name}: H={p.hidden} I={p.intermediate} E={pre['num_experts']} k={pre['top_k']} "
+            f"routing {pre['section']} {pre['routing_name']}"
+            + (f" groups {pre['n_group']}/{pre['topk_group']}" if pre["n_group"] > 1 else "")
+            + (
+                f" scaling {pre['routed_scaling_factor']:g}"
+                if pre["routed_scaling_factor"] != 1
+                else ""
+            )
+            + (
+                f"; shared experts of the model ({pre['num_shared']}) left out"
+                if pre["num_shared"]
+                else ""
+            )
+            + f"; weights uploaded {layer.upload_mode}",
+            flush=True,
+        )
         try:
             for t in tokens:
                 if args.deadline and time.monotonic() - start > args.deadline:
@@ -1057,11 +1341,15 @@ def main(argv=None):
     errors = sum("error" in r for r in rows)
     if timed:
         met = sum(r["target_grouped_mm_met"] and r["target_loop_met"] for r in timed)
-        print(f"\ntargets (>= {TARGET_VS_GROUPED}x grouped_mm and >= {TARGET_VS_LOOP:g}x loop) met "
-              f"at {met} of {len(timed)} (preset, T)" + ("" if cuda else
-                                                        " [CPU run: not the GPU targets]"))
-    print(f"check: {len(rows) - failures} of {len(rows)} passed (tol {args.tol:g})"
-          + (f"; {errors} failed to run" if errors else ""))
+        print(
+            f"\ntargets (>= {TARGET_VS_GROUPED}x grouped_mm and >= {TARGET_VS_LOOP:g}x loop) met "
+            f"at {met} of {len(timed)} (preset, T)"
+            + ("" if cuda else " [CPU run: not the GPU targets]")
+        )
+    print(
+        f"check: {len(rows) - failures} of {len(rows)} passed (tol {args.tol:g})"
+        + (f"; {errors} failed to run" if errors else "")
+    )
     if args.json:
         write_json(args.json, env, rows)
     return 1 if failures else 0
