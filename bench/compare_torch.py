@@ -17,6 +17,9 @@ agree (relative Frobenius error over the tokens whose expert sets agree with lib
 routing, read with moeLayerRoute), then times them and prints the ratios and the targets of the
 performance issue (libmoe >= 1.3x grouped_mm and >= 10x the loop at every T).
 
+With --transformers, the actual transformers block of each model (its router in fp32, its
+experts class in eager mode) runs as a 4th peer when transformers can be imported.
+
 On a GPU every implementation is captured in CUDA graphs (one per rotating input buffer) except
 the loop, which is data-dependent (it reads the routing on the host) and is timed eagerly. On a
 CPU-only machine it runs the CPU backend with wall-clock timing: there the agreement checks are
