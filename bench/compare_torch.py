@@ -669,7 +669,7 @@ def hf_block(p):
             cfg = transformers.MixtralConfig(
                 hidden_size=h, intermediate_size=i, num_local_experts=e, num_experts_per_tok=k
             )
-            block = mod.MixtralSparseMoeBlock(cfg)
+            block_class = mod.MixtralSparseMoeBlock
         elif pre["name"].startswith("qwen3"):
             from transformers.models.qwen3_moe import (
                 modeling_qwen3_moe as mod,
@@ -682,7 +682,7 @@ def hf_block(p):
                 num_experts_per_tok=k,
                 norm_topk_prob=bool(pre["norm_topk_prob"]),
             )
-            block = mod.Qwen3MoeSparseMoeBlock(cfg)
+            block_class = mod.Qwen3MoeSparseMoeBlock
         elif pre["name"] == "deepseek-v3":
             from transformers.models.deepseek_v3 import (
                 modeling_deepseek_v3 as mod,
@@ -699,10 +699,13 @@ def hf_block(p):
                 routed_scaling_factor=pre["routed_scaling_factor"],
                 norm_topk_prob=bool(pre["norm_topk_prob"]),
             )
-            block = mod.DeepseekV3MoE(cfg)
+            block_class = mod.DeepseekV3MoE
         else:
             return None, f"no transformers block mapped for preset {pre['name']}"
         cfg._experts_implementation = "eager"  # pylint: disable=protected-access
+        # Built on the meta device (no full-size fp32 host tensors), then given the real ones.
+        with torch.device("meta"):
+            block = block_class(cfg)
         block.experts.config._experts_implementation = "eager"  # pylint: disable=protected-access
         with torch.no_grad():
             block.gate.weight = torch.nn.Parameter(p.router.float().clone(), requires_grad=False)
