@@ -2,6 +2,7 @@
  * dtype conversion, and the bookkeeping that lets forward refuse unset weights. */
 #include "layer/layer.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,9 +46,13 @@ static moeStatus_t alloc_buffer(moeLayer_t l, const char *name, int64_t n, size_
                      name, (long long)n, elem);
   const size_t bytes = (size_t)n * elem;
   moeStatus_t st = moe_backend_alloc(l->ctx, bytes, ptr);
-  if (st != moeSuccess)
-    return moe_error(st, "allocating %s (%zu bytes) failed: %s", name, bytes,
-                     moeGetLastErrorMessage());
+  if (st != moeSuccess) {
+    /* The cause is in this thread's message buffer, which moe_error writes: copy it first
+     * (vsnprintf with its output among its arguments is undefined behaviour). */
+    char cause[512];
+    snprintf(cause, sizeof cause, "%s", moeGetLastErrorMessage());
+    return moe_error(st, "allocating %s (%zu bytes) failed: %s", name, bytes, cause);
+  }
   return zero ? l->ctx->ops->memset_zero(l->ctx, *ptr, bytes, l->ctx->stream) : moeSuccess;
 }
 
