@@ -180,18 +180,12 @@ static moeStatus_t forward(struct moeEpLayer_s *L, int64_t T, const void *x,
   tm.layout_s = lap(&c);
 
   /* ---- counts exchange, carrying every rank's status ---- */
-  int64_t *cx = (int64_t *)malloc(4 * (size_t)P * sizeof(int64_t));
-  if (!cx) return moe_error(moeErrorOutOfMemory, "moeEpLayerForward: out of host memory (the "
-                            "other ranks are left waiting in the counts exchange)");
+  int64_t *cx = lay->exchange;
   for (int r = 0; r < P; ++r) {
     cx[2 * r] = lay->send_counts[r];
     cx[2 * r + 1] = (int64_t)st;
   }
-  moeStatus_t tst = comm->ops->alltoall_i64(comm, cx, cx + 2 * P, 2);
-  if (tst != moeSuccess) {
-    free(cx);
-    return tst;
-  }
+  MOE_TRY(comm->ops->alltoall_i64(comm, cx, cx + 2 * P, 2));
   int failed = -1;
   for (int r = 0; r < P; ++r) {
     cx[r] = cx[2 * P + 2 * r];
@@ -199,13 +193,11 @@ static moeStatus_t forward(struct moeEpLayer_s *L, int64_t T, const void *x,
   }
   if (failed >= 0) {
     moeStatus_t fs = (moeStatus_t)cx[2 * P + 2 * failed + 1];
-    free(cx);
     if (st != moeSuccess) return st;
     return moe_error(fs, "moeEpLayerForward failed on EP rank %d (%s); see that rank's message",
                      failed, moeGetErrorString(fs));
   }
   moe_ep_layout_set_recv(lay, cx);
-  free(cx);
   const int64_t S = lay->S, R = lay->R;
 
   /* ---- phase B memory, agreed ---- */
