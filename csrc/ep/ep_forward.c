@@ -200,8 +200,14 @@ static moeStatus_t forward(struct moeEpLayer_s *L, int64_t T, const void *x,
   moe_ep_layout_set_recv(lay, cx);
   const int64_t S = lay->S, R = lay->R;
 
-  /* ---- phase B memory, agreed ---- */
-  st = moe_ep_plan_b(L, R, &p);
+  /* ---- phase B memory and the transport's row limit, agreed ---- */
+  st = moeSuccess;
+  if (S > comm->ops->max_rows || R > comm->ops->max_rows)
+    st = moe_error(moeErrorNotSupported, "moeEpLayerForward: EP rank %d sends %lld and receives "
+                   "%lld token rows; the %s transport addresses at most %lld rows per exchange",
+                   L->rank, (long long)S, (long long)R, comm->ops->name,
+                   (long long)comm->ops->max_rows);
+  if (st == moeSuccess) st = moe_ep_plan_b(L, R, &p);
   if (st == moeSuccess) {
     size_t a_bytes = (p.bytes_a + 255) & ~(size_t)255;
     if (workspace)

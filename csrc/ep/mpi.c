@@ -52,7 +52,8 @@ static moeStatus_t mpi_barrier(moeEpComm_t c) {
 static moeStatus_t to_int(const int64_t *v, int *out, int n, const char *what) {
   for (int i = 0; i < n; ++i) {
     if (v[i] < 0 || v[i] > INT_MAX)
-      return moe_error(moeErrorInvalidArgument, "MPI alltoallv: %s[%d] = %lld rows exceeds INT_MAX",
+      return moe_error(moeErrorInternal, "MPI alltoallv: %s[%d] = %lld rows exceeds INT_MAX "
+                       "(the caller checks max_rows before the exchange)",
                        what, i, (long long)v[i]);
     out[i] = (int)v[i];
   }
@@ -118,7 +119,7 @@ static moeStatus_t mpi_abort(moeEpComm_t c) {
 
 static const moeEpCommOps g_mpi_ops = {"mpi",          mpi_alltoall_i64, mpi_allreduce_max,
                                        mpi_alltoallv,  mpi_barrier,      mpi_destroy,
-                                       mpi_abort};
+                                       mpi_abort,      INT_MAX};
 
 static moeStatus_t check_mpi(const void *mpi_comm) {
   int init = 0, fin = 0;

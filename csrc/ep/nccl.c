@@ -134,7 +134,7 @@ static moeStatus_t nccl_abort(moeEpComm_t c) {
 
 static const moeEpCommOps g_nccl_ops = {"nccl",         nccl_alltoall_i64, nccl_allreduce_max,
                                         nccl_alltoallv, nccl_barrier,      nccl_destroy,
-                                        nccl_abort};
+                                        nccl_abort,     INT64_MAX};
 
 moeStatus_t moe_ep_nccl_wrap(moeEpComm_t *comm, moeContext_t ctx, void *nccl_comm, int owned) {
   ncclComm_t nc = (ncclComm_t)nccl_comm;
