@@ -158,11 +158,20 @@ static double median(double *v, int n) {
 enum { NST = 6 }; /* route, layout, dispatch, experts, combine, total */
 static const char *const kStage[NST] = {"route", "layout", "dispatch", "experts", "combine", "total"};
 
+/* Every rank passes every CHECK, so that a step failing on one rank only (an upload, an
+ * allocation) sends all of them to the teardown together instead of leaving the others in the
+ * next collective (the forward loop's barrier, MPI_Gather, MPI_Comm_free), where they would
+ * wait forever. The agreement is an MPI_Allreduce per step; none of it is inside a timed region
+ * (the stage times come from moeEpLayerGetTimings). */
 #define CHECK(st, what)                                                                     \
   do {                                                                                      \
-    if ((st) != moeSuccess) {                                                               \
+    const moeStatus_t st_ = (st);                                                           \
+    int bad_ = st_ != moeSuccess, any_ = 0;                                                 \
+    if (bad_)                                                                               \
       fprintf(stderr, "moe-bench --ep: rank %d: %s: %s: %s\n", rank, what,                 \
-              moeGetErrorString(st), moeGetLastErrorMessage());                             \
+              moeGetErrorString(st_), moeGetLastErrorMessage());                            \
+    MPI_Allreduce(&bad_, &any_, 1, MPI_INT, MPI_MAX, world);                                \
+    if (any_) {                                                                             \
       rc = 1;                                                                               \
       goto done;                                                                            \
     }                                                                                       \
@@ -246,20 +255,15 @@ int moe_bench_ep_run(int argc, char **argv) {
     {
       float *xf = (float *)malloc((size_t)(T * H) * 4 + 4);
       uint16_t *h16 = (uint16_t *)malloc(xb + 4);
-      if (!xf || !h16) {
-        free(xf);
-        free(h16);
-        CHECK(moeErrorOutOfMemory, "tokens");
-      }
-      fill(xf, (size_t)(T * H), 1.0f, o.seed, 100, rank);
-      for (int64_t i = 0; i < T * H && es == 2; ++i) {
+      moeStatus_t bst = xf && h16 ? moeSuccess : moeErrorOutOfMemory;
+      if (bst == moeSuccess) fill(xf, (size_t)(T * H), 1.0f, o.seed, 100, rank);
+      for (int64_t i = 0; bst == moeSuccess && i < T * H && es == 2; ++i) {
         uint32_t u;
         memcpy(&u, &xf[i], 4);
         h16[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
       }
       const void *host = es == 4 ? (const void *)xf : (const void *)h16;
-      moeStatus_t bst = moeSuccess;
-      if (o.cuda) {
+      if (bst == moeSuccess && o.cuda) {
 #ifdef MOE_WITH_CUDA
         if (cudaMalloc(&x, xb + 4) != cudaSuccess || cudaMalloc(&y, xb + 4) != cudaSuccess ||
             cudaMemcpy(x, host, xb, cudaMemcpyHostToDevice) != cudaSuccess)
@@ -267,7 +271,7 @@ int moe_bench_ep_run(int argc, char **argv) {
 #else
         bst = moeErrorNotSupported;
 #endif
-      } else {
+      } else if (bst == moeSuccess) {
         x = malloc(xb + 4);
         y = malloc(xb + 4);
         if (x && y) memcpy(x, host, xb);
@@ -278,7 +282,7 @@ int moe_bench_ep_run(int argc, char **argv) {
       CHECK(bst, "token buffers");
     }
     t = (double *)calloc((size_t)NST * o.iters, sizeof(double));
-    if (!t) CHECK(moeErrorOutOfMemory, "timings");
+    CHECK(t ? moeSuccess : moeErrorOutOfMemory, "timings");
     moeEpTimings_t tm = MOE_EP_TIMINGS_INIT;
     for (int it = -o.warmup; it < o.iters; ++it) {
       MPI_Barrier(world);
@@ -302,7 +306,7 @@ int moe_bench_ep_run(int argc, char **argv) {
     mine[NST + 6] = (double)tm.combine_bytes_received;
     mine[NST + 7] = (double)tm.messages;
     all = (double *)malloc(sizeof mine * (size_t)size);
-    if (!all) CHECK(moeErrorOutOfMemory, "gather");
+    CHECK(all ? moeSuccess : moeErrorOutOfMemory, "gather");
     MPI_Gather(mine, NV, MPI_DOUBLE, all, NV, MPI_DOUBLE, 0, world);
     if (rank == 0) {
       printf("moe-bench --ep %d: preset %s scale %d (H=%lld I=%lld E=%d k=%d shared=%d) %s, "
