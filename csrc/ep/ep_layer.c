@@ -1,5 +1,6 @@
 /* EP layer lifetime: collective create (config hash + status agreement), destroy, getters and
  * the workspace plan. The forward lives in ep_forward.c. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,11 +93,10 @@ moeStatus_t moeEpLayerCreate(moeEpLayer_t *layer, moeEpComm_t comm, const moeLay
     local = moe_error(moeErrorOutOfMemory, "moeEpLayerCreate: out of host memory");
   else if (!config)
     local = moe_error(moeErrorInvalidArgument, "moeEpLayerCreate: argument 'config' must not be NULL");
-  else if (ep_config && ep_config->size != sizeof(moeEpLayerConfig_t))
-    local = moe_error(moeErrorInvalidArgument, "moeEpLayerCreate: ep_config->size = %zu, "
-                      "expected %zu (start from MOE_EP_LAYER_CONFIG_INIT)", ep_config->size,
-                      sizeof(moeEpLayerConfig_t));
-  if (ep_config && local == moeSuccess) epc = *ep_config;
+  else if (ep_config)
+    local = moe_sized_in(&epc, ep_config,
+                         offsetof(moeEpLayerConfig_t, collect_timings) + sizeof(int32_t),
+                         sizeof(moeEpLayerConfig_t), "moeEpLayerConfig_t");
   char msg[512] = "";
   if (L && local == moeSuccess) {
     L->comm = comm;
@@ -173,12 +173,8 @@ moeStatus_t moeEpLayerGetTimings(moeEpLayer_t layer, moeEpTimings_t *timings) {
   moe_clear_error();
   MOE_CHECK_NOT_NULL(layer);
   MOE_CHECK_NOT_NULL(timings);
-  if (timings->size != sizeof(moeEpTimings_t))
-    return moe_error(moeErrorInvalidArgument, "moeEpLayerGetTimings: timings->size = %zu, "
-                     "expected %zu (start from MOE_EP_TIMINGS_INIT)", timings->size,
-                     sizeof(moeEpTimings_t));
-  *timings = layer->timings;
-  return moeSuccess;
+  return moe_sized_out(timings, &layer->timings, offsetof(moeEpTimings_t, layout_s),
+                       sizeof(moeEpTimings_t), "moeEpTimings_t");
 }
 
 /* ---- workspace plan ------------------------------------------------------------------------ */
