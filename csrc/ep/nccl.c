@@ -186,8 +186,17 @@ moeStatus_t moe_ep_nccl_create_over_mpi(moeEpComm_t *comm, moeContext_t ctx, MPI
     cudaError_t e = cudaSetDevice(ctx->device);
     if (e != cudaSuccess) st = cuda_fail(e, "cudaSetDevice");
   }
+  /* ncclCommInitRank blocks until every rank has joined: a rank that cannot even select its
+   * device must not leave the others waiting there, so the ranks agree first. */
+  int bad = st != moeSuccess, any_bad = 0;
+  if (MPI_Allreduce(&bad, &any_bad, 1, MPI_INT, MPI_MAX, mpi_comm) != MPI_SUCCESS)
+    return moe_error(moeErrorMpi, "moeEpCommCreateMpi: MPI_Allreduce before ncclCommInitRank "
+                     "failed");
+  if (any_bad)
+    return bad ? st : moe_error(moeErrorCuda, "moeEpCommCreateMpi: another rank could not "
+                                "select its CUDA device; NCCL was not initialized");
   ncclComm_t nc = NULL;
-  if (st == moeSuccess) {
+  {
     ncclResult_t r = ncclCommInitRank(&nc, size, boot.id, rank);
     if (r != ncclSuccess) {
       st = nccl_fail(r, "ncclCommInitRank");
