@@ -115,10 +115,6 @@ static moeStatus_t forward(struct moeEpLayer_s *L, int64_t T, const void *x,
   const size_t es = L->es, row = (size_t)H * es;
   moeEpTimings_t tm = MOE_EP_TIMINGS_INIT;
   comm->stream = stream;
-#ifdef MOE_WITH_CUDA
-  /* The current device is per host thread (loopback ranks are threads sharing one context). */
-  if (on_gpu(ctx) && ctx->device >= 0) (void)cudaSetDevice(ctx->device);
-#endif
   clk c = {L, ctx, stream, now_s()};
   const double t_start = c.t;
   moeEpWsPlan p;
@@ -296,8 +292,25 @@ static moeStatus_t forward_checked(moeEpLayer_t layer, int64_t T, const void *x,
   if (st == moeSuccess && routed && T > 0 && (!ids || !w))
     st = moe_error(moeErrorInvalidArgument, "moeEpLayerForwardRouted: expert_ids and weights "
                    "must not be NULL");
-  if (st == moeSuccess) return forward(layer, T, x, ids, w, y, stats, ws, ws_bytes, stream, st);
-  return forward(layer, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, stream, st);
+#ifdef MOE_WITH_CUDA
+  /* The pack/unpack kernels launch on the current device, which is per host thread (loopback
+   * ranks are threads sharing one context): run on the context's, then give the caller back
+   * its own, as every backend op does. */
+  moeContext_t ctx = layer->comm->ctx;
+  int previous = -1;
+  if (on_gpu(ctx) && ctx->device >= 0 && cudaGetDevice(&previous) == cudaSuccess &&
+      previous != ctx->device)
+    (void)cudaSetDevice(ctx->device);
+  else
+    previous = -1;
+#endif
+  moeStatus_t result =
+      st == moeSuccess ? forward(layer, T, x, ids, w, y, stats, ws, ws_bytes, stream, st)
+                       : forward(layer, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, stream, st);
+#ifdef MOE_WITH_CUDA
+  if (previous >= 0) (void)cudaSetDevice(previous);
+#endif
+  return result;
 }
 
 moeStatus_t moeEpLayerForward(moeEpLayer_t layer, int64_t num_tokens, const void *x, void *y,
