@@ -158,7 +158,7 @@ moeStatus_t moe_ep_nccl_wrap(moeEpComm_t *comm, moeContext_t ctx, void *nccl_com
 /* NCCL bootstrapped over MPI: rank 0 draws the unique id, MPI_Bcast hands it out (with rank 0's
  * status, so that a failure there fails everyone), every rank joins on the context's device,
  * and an MPI_Allreduce agrees on the outcome. */
-moeStatus_t moe_ep_nccl_create_over_mpi(moeEpComm_t *comm, moeContext_t ctx, MPI_Comm mpi_comm) {
+static moeStatus_t create_over_mpi(moeEpComm_t *comm, moeContext_t ctx, MPI_Comm mpi_comm) {
   int rank = 0, size = 0;
   if (MPI_Comm_rank(mpi_comm, &rank) != MPI_SUCCESS || MPI_Comm_size(mpi_comm, &size) != MPI_SUCCESS)
     return moe_error(moeErrorMpi, "moeEpCommCreateMpi: MPI_Comm_rank/size failed");
@@ -215,6 +215,16 @@ moeStatus_t moe_ep_nccl_create_over_mpi(moeEpComm_t *comm, moeContext_t ctx, MPI
                      "another rank (%s)", moeGetErrorString((moeStatus_t)worst));
   }
   if (nc) ncclCommAbort(nc);
+  return st;
+}
+
+/* NCCL joins on the context's device; the caller's current device is given back after, as
+ * every backend op does. */
+moeStatus_t moe_ep_nccl_create_over_mpi(moeEpComm_t *comm, moeContext_t ctx, MPI_Comm mpi_comm) {
+  int previous = -1;
+  if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
+  moeStatus_t st = create_over_mpi(comm, ctx, mpi_comm);
+  if (previous >= 0) (void)cudaSetDevice(previous);
   return st;
 }
 #endif
