@@ -49,7 +49,8 @@ static void alloc_buffers(cpuBuffers *b, moeLayer_t layer, const benchDims *d, i
   b->offsets = aligned((size_t)(d->E + 1) * sizeof(int64_t));
   b->sorted = aligned((size_t)(Tr * K) * sizeof(int64_t));
   b->pair_rows = aligned((size_t)(Tr * K) * sizeof(int64_t));
-  bench_check_status(moeLayerGetWorkspaceSize(layer, Tr, &b->workspace_bytes), "moeLayerGetWorkspaceSize");
+  /* Sized in tokens: it already covers the Tr sub-tokens that the stages called alone see. */
+  bench_check_status(moeLayerGetWorkspaceSize(layer, Tmax, &b->workspace_bytes), "moeLayerGetWorkspaceSize");
   b->workspace = aligned(b->workspace_bytes);
 }
 

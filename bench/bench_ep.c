@@ -14,6 +14,7 @@ int moe_bench_ep_run(int argc, char **argv) {
 }
 #else
 
+#include <errno.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdint.h>
@@ -42,12 +43,23 @@ typedef struct {
   uint64_t seed;
 } epOptions;
 
+/* Bad usage: exit status 2, as for the rest of moe-bench. */
 static int usage(int rank, const char *why) {
   if (rank == 0)
     fprintf(stderr, "moe-bench --ep: %s\nusage: mpirun -np N moe-bench --ep N --preset NAME "
             "[--scale S] [--tokens T] [--dtype bf16|f32] [--iters I] [--warmup W] "
             "[--backend cpu|cuda] [--seed S]\n", why);
-  return 1;
+  return 2;
+}
+
+/* A whole decimal integer in [lo, hi] (atoi took "abc" for 0 and wrapped on overflow). */
+static int parse_num(const char *s, long long lo, long long hi, long long *out) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s || *end || v < lo || v > hi) return -1;
+  *out = v;
+  return 0;
 }
 
 /* ---- deterministic weights: value = f(seed, tensor, expert, index), the same on every rank -- */
@@ -146,11 +158,20 @@ static double median(double *v, int n) {
 enum { NST = 6 }; /* route, layout, dispatch, experts, combine, total */
 static const char *const kStage[NST] = {"route", "layout", "dispatch", "experts", "combine", "total"};
 
+/* Every rank passes every CHECK, so that a step failing on one rank only (an upload, an
+ * allocation) sends all of them to the teardown together instead of leaving the others in the
+ * next collective (the forward loop's barrier, MPI_Gather, MPI_Comm_free), where they would
+ * wait forever. The agreement is an MPI_Allreduce per step; none of it is inside a timed region
+ * (the stage times come from moeEpLayerGetTimings). */
 #define CHECK(st, what)                                                                     \
   do {                                                                                      \
-    if ((st) != moeSuccess) {                                                               \
+    const moeStatus_t st_ = (st);                                                           \
+    int bad_ = st_ != moeSuccess, any_ = 0;                                                 \
+    if (bad_)                                                                               \
       fprintf(stderr, "moe-bench --ep: rank %d: %s: %s: %s\n", rank, what,                 \
-              moeGetErrorString(st), moeGetLastErrorMessage());                             \
+              moeGetErrorString(st_), moeGetLastErrorMessage());                            \
+    MPI_Allreduce(&bad_, &any_, 1, MPI_INT, MPI_MAX, world);                                \
+    if (any_) {                                                                             \
       rc = 1;                                                                               \
       goto done;                                                                            \
     }                                                                                       \
@@ -169,23 +190,36 @@ int moe_bench_ep_run(int argc, char **argv) {
   epOptions o = {0, 0, 20, 3, 0, 128, "deepseek-v3", moeBFloat16, 42};
   for (int i = 1; i < argc; ++i) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--ep") && v) o.ep = atoi(argv[++i]);
-    else if (!strcmp(a, "--preset") && v) o.preset = argv[++i];
-    else if (!strcmp(a, "--scale") && v) o.scale = atoi(argv[++i]);
-    else if (!strcmp(a, "--tokens") && v) o.tokens = atoll(argv[++i]);
-    else if (!strcmp(a, "--iters") && v) o.iters = atoi(argv[++i]);
-    else if (!strcmp(a, "--warmup") && v) o.warmup = atoi(argv[++i]);
-    else if (!strcmp(a, "--seed") && v) o.seed = strtoull(argv[++i], NULL, 10);
-    else if (!strcmp(a, "--backend") && v) o.cuda = !strcmp(argv[++i], "cuda");
-    else if (!strcmp(a, "--dtype") && v) {
-      const char *d = argv[++i];
-      if (strcmp(d, "f32") && strcmp(d, "bf16")) {
-        rc = usage(rank, "--ep supports --dtype bf16 and f32");
-        goto finish;
-      }
-      o.dtype = !strcmp(d, "f32") ? moeFloat32 : moeBFloat16;
+    char why[160];
+    long long n = 0;
+    int bad = 0;
+    if (!v) {
+      snprintf(why, sizeof why, "unknown option or missing value: '%s'", a);
+      rc = usage(rank, why);
+      goto finish;
+    }
+    ++i;
+    if (!strcmp(a, "--ep")) bad = parse_num(v, 1, 1 << 20, &n), o.ep = (int)n;
+    else if (!strcmp(a, "--preset")) o.preset = v;
+    else if (!strcmp(a, "--scale")) bad = parse_num(v, 1, 4096, &n), o.scale = (int)n;
+    else if (!strcmp(a, "--tokens")) bad = parse_num(v, 0, 1 << 24, &n), o.tokens = n;
+    else if (!strcmp(a, "--iters")) bad = parse_num(v, 1, 1000000, &n), o.iters = (int)n;
+    else if (!strcmp(a, "--warmup")) bad = parse_num(v, 0, 1000000, &n), o.warmup = (int)n;
+    else if (!strcmp(a, "--seed")) bad = parse_num(v, 0, INT64_MAX, &n), o.seed = (uint64_t)n;
+    else if (!strcmp(a, "--backend")) {
+      bad = strcmp(v, "cpu") != 0 && strcmp(v, "cuda") != 0;
+      o.cuda = !strcmp(v, "cuda");
+    } else if (!strcmp(a, "--dtype")) {
+      bad = strcmp(v, "f32") != 0 && strcmp(v, "bf16") != 0;
+      o.dtype = !strcmp(v, "f32") ? moeFloat32 : moeBFloat16;
     } else {
-      rc = usage(rank, a);
+      snprintf(why, sizeof why, "unknown option '%s' (--ep takes only the options below)", a);
+      rc = usage(rank, why);
+      goto finish;
+    }
+    if (bad) {
+      snprintf(why, sizeof why, "invalid value '%s' for %s", v, a);
+      rc = usage(rank, why);
       goto finish;
     }
   }
@@ -197,10 +231,6 @@ int moe_bench_ep_run(int argc, char **argv) {
     goto finish;
   }
   if (o.scale <= 0) o.scale = o.cuda ? 1 : 8;
-  if (o.iters < 1 || o.tokens < 0) {
-    rc = usage(rank, "--iters >= 1 and --tokens >= 0");
-    goto finish;
-  }
   {
     moeContext_t ctx = NULL;
     moeEpComm_t comm = NULL;
@@ -225,20 +255,15 @@ int moe_bench_ep_run(int argc, char **argv) {
     {
       float *xf = (float *)malloc((size_t)(T * H) * 4 + 4);
       uint16_t *h16 = (uint16_t *)malloc(xb + 4);
-      if (!xf || !h16) {
-        free(xf);
-        free(h16);
-        CHECK(moeErrorOutOfMemory, "tokens");
-      }
-      fill(xf, (size_t)(T * H), 1.0f, o.seed, 100, rank);
-      for (int64_t i = 0; i < T * H && es == 2; ++i) {
+      moeStatus_t bst = xf && h16 ? moeSuccess : moeErrorOutOfMemory;
+      if (bst == moeSuccess) fill(xf, (size_t)(T * H), 1.0f, o.seed, 100, rank);
+      for (int64_t i = 0; bst == moeSuccess && i < T * H && es == 2; ++i) {
         uint32_t u;
         memcpy(&u, &xf[i], 4);
         h16[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
       }
       const void *host = es == 4 ? (const void *)xf : (const void *)h16;
-      moeStatus_t bst = moeSuccess;
-      if (o.cuda) {
+      if (bst == moeSuccess && o.cuda) {
 #ifdef MOE_WITH_CUDA
         if (cudaMalloc(&x, xb + 4) != cudaSuccess || cudaMalloc(&y, xb + 4) != cudaSuccess ||
             cudaMemcpy(x, host, xb, cudaMemcpyHostToDevice) != cudaSuccess)
@@ -246,7 +271,7 @@ int moe_bench_ep_run(int argc, char **argv) {
 #else
         bst = moeErrorNotSupported;
 #endif
-      } else {
+      } else if (bst == moeSuccess) {
         x = malloc(xb + 4);
         y = malloc(xb + 4);
         if (x && y) memcpy(x, host, xb);
@@ -257,7 +282,7 @@ int moe_bench_ep_run(int argc, char **argv) {
       CHECK(bst, "token buffers");
     }
     t = (double *)calloc((size_t)NST * o.iters, sizeof(double));
-    if (!t) CHECK(moeErrorOutOfMemory, "timings");
+    CHECK(t ? moeSuccess : moeErrorOutOfMemory, "timings");
     moeEpTimings_t tm = MOE_EP_TIMINGS_INIT;
     for (int it = -o.warmup; it < o.iters; ++it) {
       MPI_Barrier(world);
@@ -281,7 +306,7 @@ int moe_bench_ep_run(int argc, char **argv) {
     mine[NST + 6] = (double)tm.combine_bytes_received;
     mine[NST + 7] = (double)tm.messages;
     all = (double *)malloc(sizeof mine * (size_t)size);
-    if (!all) CHECK(moeErrorOutOfMemory, "gather");
+    CHECK(all ? moeSuccess : moeErrorOutOfMemory, "gather");
     MPI_Gather(mine, NV, MPI_DOUBLE, all, NV, MPI_DOUBLE, 0, world);
     if (rank == 0) {
       printf("moe-bench --ep %d: preset %s scale %d (H=%lld I=%lld E=%d k=%d shared=%d) %s, "

@@ -452,7 +452,8 @@ int bench_run_gpu(const benchOptions *opt, benchReport *rep) {
     benchDims d;
     bench_dims(&cfg, &d);
     size_t wsb = 0;
-    bench_check_status(moeLayerGetWorkspaceSize(layer, Tmax * d.heads, &wsb), "moeLayerGetWorkspaceSize");
+    /* Sized in tokens: it already covers the T * heads sub-tokens the stages alone see. */
+    bench_check_status(moeLayerGetWorkspaceSize(layer, Tmax, &wsb), "moeLayerGetWorkspaceSize");
     void *ws = dmalloc(wsb);
     if (!ws) {
       fprintf(stderr, "moe-bench: %s: no device memory for a %zu-byte workspace, skipped\n", p->name, wsb);

@@ -228,6 +228,8 @@ int bench_parse_options(int argc, char **argv, benchOptions *o) {
       if (parse_int(val, 1, 4096, &o->scale)) BAD("--scale (an integer >= 1)");
     } else if (IS("-t") || IS("--tokens")) {
       char buf[512];
+      if (strlen(val) >= sizeof buf) /* snprintf would cut the last number short, silently */
+        return usage_error("--tokens %.40s...: the list is longer than %s characters", val, "511");
       snprintf(buf, sizeof buf, "%s", val);
       o->num_tokens = 0;
       for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {

@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 enum { MOE_ERROR_MESSAGE_BYTES = 1024 };
 static _Thread_local char g_last_error[MOE_ERROR_MESSAGE_BYTES];
@@ -41,3 +42,33 @@ moeStatus_t moe_error(moeStatus_t status, const char *fmt, ...) {
 }
 
 void moe_clear_error(void) { g_last_error[0] = '\0'; }
+
+moeStatus_t moe_sized_check(const void *caller, size_t min_size, size_t full_size,
+                            const char *type) {
+  size_t size;
+  memcpy(&size, caller, sizeof size);
+  if (size < min_size || size > full_size)
+    return moe_error(moeErrorInvalidArgument,
+                     "%s.size = %zu must be in [%zu, %zu]: start from its MOE_*_INIT macro", type,
+                     size, min_size, full_size);
+  return moeSuccess;
+}
+
+moeStatus_t moe_sized_in(void *dst, const void *caller, size_t min_size, size_t full_size,
+                         const char *type) {
+  MOE_TRY(moe_sized_check(caller, min_size, full_size, type));
+  size_t size;
+  memcpy(&size, caller, sizeof size);
+  memcpy(dst, caller, size);
+  memcpy(dst, &full_size, sizeof full_size);
+  return moeSuccess;
+}
+
+moeStatus_t moe_sized_out(void *caller, const void *src, size_t min_size, size_t full_size,
+                          const char *type) {
+  MOE_TRY(moe_sized_check(caller, min_size, full_size, type));
+  size_t size;
+  memcpy(&size, caller, sizeof size);
+  memcpy((char *)caller + sizeof size, (const char *)src + sizeof size, size - sizeof size);
+  return moeSuccess;
+}

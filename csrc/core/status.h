@@ -19,6 +19,21 @@ moeStatus_t moe_error(moeStatus_t status, const char *fmt, ...)
 /* Clears this thread's last error message (called on entry of every public function). */
 void moe_clear_error(void);
 
+/* Size-prefixed structs (a size_t size first, set by a MOE_*_INIT macro): the one rule for
+ * callers compiled against an older, smaller version of a struct. The caller's size must lie in
+ * [min_size, full_size] (min_size: through the first field after size), else InvalidArgument
+ * naming the type and its INIT macro.
+ * in:  dst already holds the defaults; the caller's bytes are copied over them, so the fields
+ *      an older caller lacks keep their defaults; dst->size becomes full_size.
+ * out: the library's src is copied into the caller's first size bytes; the caller's size stays.
+ * check: only the size test (for an out struct written later). */
+moeStatus_t moe_sized_check(const void *caller, size_t min_size, size_t full_size,
+                            const char *type);
+moeStatus_t moe_sized_in(void *dst, const void *caller, size_t min_size, size_t full_size,
+                         const char *type);
+moeStatus_t moe_sized_out(void *caller, const void *src, size_t min_size, size_t full_size,
+                          const char *type);
+
 #ifdef __cplusplus
 }
 #endif

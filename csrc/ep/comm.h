@@ -40,6 +40,10 @@ typedef struct moeEpCommOps {
   /* Local teardown. abort: without talking to peers. */
   moeStatus_t (*destroy)(moeEpComm_t comm);
   moeStatus_t (*abort)(moeEpComm_t comm);
+  /* The most rows one alltoallv can address per rank, counts and displacements alike (MPI's
+   * are int). Callers check their totals against it and agree BEFORE the exchange: a rank
+   * that refused inside alltoallv would leave its peers waiting. */
+  int64_t max_rows;
 } moeEpCommOps;
 
 struct moeEpComm_s {

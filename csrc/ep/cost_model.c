@@ -1,5 +1,6 @@
 /* Cost model of dispatch + combine under uniform routing (see moe_ep.h for the formula). */
 #include <math.h>
+#include <stddef.h>
 
 #include "core/dtype.h"
 #include "core/status.h"
@@ -21,15 +22,12 @@ moeStatus_t moeEpCostModel(const moeEpCostParams_t *params, int32_t P, int64_t T
   moe_clear_error();
   MOE_CHECK_NOT_NULL(cost);
   moeEpCostParams_t prm = MOE_EP_COST_PARAMS_INIT;
-  if (params) {
-    if (params->size != sizeof prm)
-      return moe_error(moeErrorInvalidArgument, "moeEpCostModel: params->size = %zu, expected %zu",
-                       params->size, sizeof prm);
-    prm = *params;
-  }
-  if (cost->size != sizeof(moeEpCost_t))
-    return moe_error(moeErrorInvalidArgument, "moeEpCostModel: cost->size = %zu, expected %zu",
-                     cost->size, sizeof(moeEpCost_t));
+  if (params)
+    MOE_TRY(moe_sized_in(&prm, params, offsetof(moeEpCostParams_t, nvlink_bw),
+                         sizeof(moeEpCostParams_t), "moeEpCostParams_t"));
+  /* checked now, written at the end: nothing is written on a failure */
+  MOE_TRY(moe_sized_check(cost, offsetof(moeEpCost_t, dispatch_bytes_nvlink),
+                          sizeof(moeEpCost_t), "moeEpCost_t"));
   if (P < 1 || T < 0 || H < 1 || E < 1 || E % P != 0 || k < 1 || k > E || !moe_dtype_valid(dtype) ||
       prm.gpus_per_node < 1 || !(prm.nvlink_bw > 0) || !(prm.ib_bw > 0))
     return moe_error(moeErrorInvalidArgument, "moeEpCostModel: need P >= 1, T >= 0, H >= 1, "
@@ -59,6 +57,6 @@ moeStatus_t moeEpCostModel(const moeEpCostParams_t *params, int32_t P, int64_t T
   c.dispatch_s = fmax(d_nvl, d_ib);
   c.combine_s = fmax(c_nvl, c_ib);
   c.total_s = c.dispatch_s + c.combine_s;
-  *cost = c;
-  return moeSuccess;
+  return moe_sized_out(cost, &c, offsetof(moeEpCost_t, dispatch_bytes_nvlink),
+                       sizeof(moeEpCost_t), "moeEpCost_t");
 }

@@ -115,10 +115,6 @@ static moeStatus_t forward(struct moeEpLayer_s *L, int64_t T, const void *x,
   const size_t es = L->es, row = (size_t)H * es;
   moeEpTimings_t tm = MOE_EP_TIMINGS_INIT;
   comm->stream = stream;
-#ifdef MOE_WITH_CUDA
-  /* The current device is per host thread (loopback ranks are threads sharing one context). */
-  if (on_gpu(ctx) && ctx->device >= 0) (void)cudaSetDevice(ctx->device);
-#endif
   clk c = {L, ctx, stream, now_s()};
   const double t_start = c.t;
   moeEpWsPlan p;
@@ -180,18 +176,12 @@ static moeStatus_t forward(struct moeEpLayer_s *L, int64_t T, const void *x,
   tm.layout_s = lap(&c);
 
   /* ---- counts exchange, carrying every rank's status ---- */
-  int64_t *cx = (int64_t *)malloc(4 * (size_t)P * sizeof(int64_t));
-  if (!cx) return moe_error(moeErrorOutOfMemory, "moeEpLayerForward: out of host memory (the "
-                            "other ranks are left waiting in the counts exchange)");
+  int64_t *cx = lay->exchange;
   for (int r = 0; r < P; ++r) {
     cx[2 * r] = lay->send_counts[r];
     cx[2 * r + 1] = (int64_t)st;
   }
-  moeStatus_t tst = comm->ops->alltoall_i64(comm, cx, cx + 2 * P, 2);
-  if (tst != moeSuccess) {
-    free(cx);
-    return tst;
-  }
+  MOE_TRY(comm->ops->alltoall_i64(comm, cx, cx + 2 * P, 2));
   int failed = -1;
   for (int r = 0; r < P; ++r) {
     cx[r] = cx[2 * P + 2 * r];
@@ -199,17 +189,21 @@ static moeStatus_t forward(struct moeEpLayer_s *L, int64_t T, const void *x,
   }
   if (failed >= 0) {
     moeStatus_t fs = (moeStatus_t)cx[2 * P + 2 * failed + 1];
-    free(cx);
     if (st != moeSuccess) return st;
     return moe_error(fs, "moeEpLayerForward failed on EP rank %d (%s); see that rank's message",
                      failed, moeGetErrorString(fs));
   }
   moe_ep_layout_set_recv(lay, cx);
-  free(cx);
   const int64_t S = lay->S, R = lay->R;
 
-  /* ---- phase B memory, agreed ---- */
-  st = moe_ep_plan_b(L, R, &p);
+  /* ---- phase B memory and the transport's row limit, agreed ---- */
+  st = moeSuccess;
+  if (S > comm->ops->max_rows || R > comm->ops->max_rows)
+    st = moe_error(moeErrorNotSupported, "moeEpLayerForward: EP rank %d sends %lld and receives "
+                   "%lld token rows; the %s transport addresses at most %lld rows per exchange",
+                   L->rank, (long long)S, (long long)R, comm->ops->name,
+                   (long long)comm->ops->max_rows);
+  if (st == moeSuccess) st = moe_ep_plan_b(L, R, &p);
   if (st == moeSuccess) {
     size_t a_bytes = (p.bytes_a + 255) & ~(size_t)255;
     if (workspace)
@@ -298,8 +292,25 @@ static moeStatus_t forward_checked(moeEpLayer_t layer, int64_t T, const void *x,
   if (st == moeSuccess && routed && T > 0 && (!ids || !w))
     st = moe_error(moeErrorInvalidArgument, "moeEpLayerForwardRouted: expert_ids and weights "
                    "must not be NULL");
-  if (st == moeSuccess) return forward(layer, T, x, ids, w, y, stats, ws, ws_bytes, stream, st);
-  return forward(layer, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, stream, st);
+#ifdef MOE_WITH_CUDA
+  /* The pack/unpack kernels launch on the current device, which is per host thread (loopback
+   * ranks are threads sharing one context): run on the context's, then give the caller back
+   * its own, as every backend op does. */
+  moeContext_t ctx = layer->comm->ctx;
+  int previous = -1;
+  if (on_gpu(ctx) && ctx->device >= 0 && cudaGetDevice(&previous) == cudaSuccess &&
+      previous != ctx->device)
+    (void)cudaSetDevice(ctx->device);
+  else
+    previous = -1;
+#endif
+  moeStatus_t result =
+      st == moeSuccess ? forward(layer, T, x, ids, w, y, stats, ws, ws_bytes, stream, st)
+                       : forward(layer, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, stream, st);
+#ifdef MOE_WITH_CUDA
+  if (previous >= 0) (void)cudaSetDevice(previous);
+#endif
+  return result;
 }
 
 moeStatus_t moeEpLayerForward(moeEpLayer_t layer, int64_t num_tokens, const void *x, void *y,

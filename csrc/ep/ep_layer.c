@@ -1,9 +1,11 @@
 /* EP layer lifetime: collective create (config hash + status agreement), destroy, getters and
  * the workspace plan. The forward lives in ep_forward.c. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "core/status.h"
 #include "ep/ep_layer.h"
 
@@ -91,11 +93,10 @@ moeStatus_t moeEpLayerCreate(moeEpLayer_t *layer, moeEpComm_t comm, const moeLay
     local = moe_error(moeErrorOutOfMemory, "moeEpLayerCreate: out of host memory");
   else if (!config)
     local = moe_error(moeErrorInvalidArgument, "moeEpLayerCreate: argument 'config' must not be NULL");
-  else if (ep_config && ep_config->size != sizeof(moeEpLayerConfig_t))
-    local = moe_error(moeErrorInvalidArgument, "moeEpLayerCreate: ep_config->size = %zu, "
-                      "expected %zu (start from MOE_EP_LAYER_CONFIG_INIT)", ep_config->size,
-                      sizeof(moeEpLayerConfig_t));
-  if (ep_config && local == moeSuccess) epc = *ep_config;
+  else if (ep_config)
+    local = moe_sized_in(&epc, ep_config,
+                         offsetof(moeEpLayerConfig_t, collect_timings) + sizeof(int32_t),
+                         sizeof(moeEpLayerConfig_t), "moeEpLayerConfig_t");
   char msg[512] = "";
   if (L && local == moeSuccess) {
     L->comm = comm;
@@ -172,12 +173,8 @@ moeStatus_t moeEpLayerGetTimings(moeEpLayer_t layer, moeEpTimings_t *timings) {
   moe_clear_error();
   MOE_CHECK_NOT_NULL(layer);
   MOE_CHECK_NOT_NULL(timings);
-  if (timings->size != sizeof(moeEpTimings_t))
-    return moe_error(moeErrorInvalidArgument, "moeEpLayerGetTimings: timings->size = %zu, "
-                     "expected %zu (start from MOE_EP_TIMINGS_INIT)", timings->size,
-                     sizeof(moeEpTimings_t));
-  *timings = layer->timings;
-  return moeSuccess;
+  return moe_sized_out(timings, &layer->timings, offsetof(moeEpTimings_t, layout_s),
+                       sizeof(moeEpTimings_t), "moeEpTimings_t");
 }
 
 /* ---- workspace plan ------------------------------------------------------------------------ */
@@ -185,6 +182,16 @@ typedef struct {
   size_t off;
   int overflow;
 } bump;
+
+/* a * b, or 0 with the overflow flag set. */
+static int64_t mul(bump *b, int64_t x, int64_t y) {
+  int64_t r;
+  if (x < 0 || y < 0 || __builtin_mul_overflow(x, y, &r)) {
+    b->overflow = 1;
+    return 0;
+  }
+  return r;
+}
 
 static size_t take(bump *b, int64_t count, size_t elem) {
   size_t at = (b->off + 255) & ~(size_t)255;
@@ -197,29 +204,35 @@ static size_t take(bump *b, int64_t count, size_t elem) {
   return at;
 }
 
-static moeStatus_t stage_ws(const struct moeEpLayer_s *L, int64_t T, size_t *bytes) {
-  *bytes = 0;
-  if (T == 0) return moeSuccess;
-  return moeLayerGetWorkspaceSize(L->local, T, bytes);
+/* Scratch of the local layer's stages for T (sub-)tokens: the stages called alone take only
+ * their scratch from the workspace (every other buffer is planned here), so this is not
+ * moeLayerGetWorkspaceSize, which would also reserve a whole forward's ids, pairs and
+ * expert_out a second time. */
+static size_t stage_scratch(bump *b, const struct moeEpLayer_s *L, int64_t T) {
+  if (T == 0) return take(b, 0, 1);
+  const size_t sb = L->comm->ctx->ops->scratch_bytes(L->local, T);
+  if (sb == SIZE_MAX || sb > (size_t)INT64_MAX) {
+    b->overflow = 1;
+    return take(b, 0, 1);
+  }
+  return take(b, (int64_t)sb, 1);
 }
 
 moeStatus_t moe_ep_plan_a(const struct moeEpLayer_s *L, int64_t T, moeEpWsPlan *p) {
   bump b = {0, 0};
   const int64_t K = L->K, H = L->H;
-  const int64_t S = T * (K < L->P ? K : L->P); /* upper bound of rows sent */
-  size_t sb = 0;
-  MOE_TRY(stage_ws(L, T, &sb));
-  p->ids = take(&b, T * K, 4);
-  p->weights = take(&b, T * K, 4);
-  p->shared_out = take(&b, L->S > 0 ? T * H : 0, L->es);
-  p->send_x = take(&b, S * H, L->es);
-  p->send_ids = take(&b, S * K, 4);
-  p->send_w = take(&b, S * K, 4);
+  const int64_t S = mul(&b, T, K < L->P ? K : L->P); /* upper bound of rows sent */
+  p->ids = take(&b, mul(&b, T, K), 4);
+  p->weights = take(&b, mul(&b, T, K), 4);
+  p->shared_out = take(&b, L->S > 0 ? mul(&b, T, H) : 0, L->es);
+  p->send_x = take(&b, mul(&b, S, H), L->es);
+  p->send_ids = take(&b, mul(&b, S, K), 4);
+  p->send_w = take(&b, mul(&b, S, K), 4);
   p->send_token = take(&b, S, 8);
   p->tok_ptr = take(&b, T + 1, 8);
   p->tok_rows = take(&b, S, 8);
-  p->back = take(&b, S * H, L->es);
-  p->stage_a = take(&b, (int64_t)sb, 1);
+  p->back = take(&b, mul(&b, S, H), L->es);
+  p->stage_a = stage_scratch(&b, L, T);
   p->bytes_a = take(&b, 0, 1);
   if (b.overflow)
     return moe_error(moeErrorInvalidArgument, "EP workspace for %lld tokens overflows", (long long)T);
@@ -229,17 +242,15 @@ moeStatus_t moe_ep_plan_a(const struct moeEpLayer_s *L, int64_t T, moeEpWsPlan *
 moeStatus_t moe_ep_plan_b(const struct moeEpLayer_s *L, int64_t R, moeEpWsPlan *p) {
   bump b = {0, 0};
   const int64_t K = L->K, H = L->H;
-  size_t sb = 0;
-  MOE_TRY(stage_ws(L, R, &sb));
-  p->recv_x = take(&b, R * H, L->es);
-  p->recv_ids = take(&b, R * K, 4);
-  p->recv_w = take(&b, R * K, 4);
+  p->recv_x = take(&b, mul(&b, R, H), L->es);
+  p->recv_ids = take(&b, mul(&b, R, K), 4);
+  p->recv_w = take(&b, mul(&b, R, K), 4);
   p->offsets = take(&b, (int64_t)L->E_per + 1, 8);
-  p->sorted_pairs = take(&b, R * K, 8);
-  p->pair_rows = take(&b, R * K, 8);
-  p->expert_out = take(&b, R * K * H, L->es);
-  p->partial = take(&b, R * H, L->es);
-  p->stage_b = take(&b, (int64_t)sb, 1);
+  p->sorted_pairs = take(&b, mul(&b, R, K), 8);
+  p->pair_rows = take(&b, mul(&b, R, K), 8);
+  p->expert_out = take(&b, mul(&b, mul(&b, R, K), H), L->es);
+  p->partial = take(&b, mul(&b, R, H), L->es);
+  p->stage_b = stage_scratch(&b, L, R);
   p->bytes_b = take(&b, 0, 1);
   if (b.overflow)
     return moe_error(moeErrorInvalidArgument, "EP workspace for %lld received tokens overflows",

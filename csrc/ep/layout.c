@@ -13,7 +13,7 @@ moeStatus_t moe_ep_layout_init(moeEpLayout *L, int P, int32_t E, int32_t K) {
   L->E = E;
   L->K = K;
   L->E_per = E / P;
-  L->send_counts = (int64_t *)calloc((size_t)P * 7, sizeof(int64_t));
+  L->send_counts = (int64_t *)calloc((size_t)P * 11, sizeof(int64_t));
   L->expert_counts = (int64_t *)calloc((size_t)E, sizeof(int64_t));
   if (!L->send_counts || !L->expert_counts) {
     moe_ep_layout_free(L);
@@ -24,6 +24,7 @@ moeStatus_t moe_ep_layout_init(moeEpLayout *L, int P, int32_t E, int32_t K) {
   L->recv_displs = L->send_counts + 3 * (size_t)P;
   L->rank_counts = L->send_counts + 4 * (size_t)P;
   L->scratch = L->send_counts + 5 * (size_t)P; /* 2P: stamp + cursor */
+  L->exchange = L->send_counts + 7 * (size_t)P; /* 4P */
   return moeSuccess;
 }
 

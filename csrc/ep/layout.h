@@ -31,7 +31,9 @@ typedef struct {
   int64_t *rank_counts;     /* [P] selections per destination rank (before the per-rank dedup) */
   /* capacities of the arrays above (host memory owned by the layout) */
   int64_t cap_T, cap_S;
-  int64_t *scratch;         /* [P] */
+  int64_t *scratch;         /* [2P]: stamp + cursor of the placement passes */
+  int64_t *exchange;        /* [4P]: the counts + status exchange of each forward, allocated
+                               here so that forward never has to leave that exchange */
 } moeEpLayout;
 
 /* Allocates the per-rank arrays. Returns: moeSuccess, OutOfMemory. */

@@ -158,7 +158,7 @@ static moeStatus_t lb_abort(moeEpComm_t c) {
 
 static const moeEpCommOps g_loopback_ops = {"loopback",   lb_alltoall_i64, lb_allreduce_max,
                                             lb_alltoallv, lb_barrier,      lb_destroy,
-                                            lb_abort};
+                                            lb_abort,     INT64_MAX};
 
 moeStatus_t moeEpCommCreateLoopback(moeEpComm_t *comms, moeContext_t ctx, int num_ranks) {
   moe_clear_error();

@@ -52,7 +52,8 @@ static moeStatus_t mpi_barrier(moeEpComm_t c) {
 static moeStatus_t to_int(const int64_t *v, int *out, int n, const char *what) {
   for (int i = 0; i < n; ++i) {
     if (v[i] < 0 || v[i] > INT_MAX)
-      return moe_error(moeErrorInvalidArgument, "MPI alltoallv: %s[%d] = %lld rows exceeds INT_MAX",
+      return moe_error(moeErrorInternal, "MPI alltoallv: %s[%d] = %lld rows exceeds INT_MAX "
+                       "(the caller checks max_rows before the exchange)",
                        what, i, (long long)v[i]);
     out[i] = (int)v[i];
   }
@@ -118,7 +119,7 @@ static moeStatus_t mpi_abort(moeEpComm_t c) {
 
 static const moeEpCommOps g_mpi_ops = {"mpi",          mpi_alltoall_i64, mpi_allreduce_max,
                                        mpi_alltoallv,  mpi_barrier,      mpi_destroy,
-                                       mpi_abort};
+                                       mpi_abort,      INT_MAX};
 
 static moeStatus_t check_mpi(const void *mpi_comm) {
   int init = 0, fin = 0;
@@ -153,32 +154,27 @@ moeStatus_t moeEpCommCreateMpi(moeEpComm_t *comm, moeContext_t ctx, const void *
   MPI_TRY(MPI_Comm_size(user, &size), "MPI_Comm_size");
   mpiImpl *m = (mpiImpl *)calloc(1, sizeof *m);
   int *counts = (int *)calloc(4 * (size_t)size, sizeof(int));
-  /* Agree on the allocation before the collective dup, so that no rank waits alone. */
-  int ok = m && counts, all_ok = 0;
+  moeEpComm_t shell = NULL;
+  if (moe_ep_comm_new(&shell, &g_mpi_ops, ctx, rank, size) != moeSuccess) shell = NULL;
+  /* Agree on every allocation before the collective dup, so that no rank waits alone and no
+   * rank is left holding a communicator whose peers gave up. */
+  int ok = m && counts && shell, all_ok = 0;
   int rc = MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, user);
-  if (rc != MPI_SUCCESS || !all_ok) {
-    free(m);
-    free(counts);
-    if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Allreduce");
-    return moe_error(moeErrorOutOfMemory, "moeEpCommCreateMpi: out of host memory on %s",
-                     ok ? "another rank" : "this rank");
+  if (rc == MPI_SUCCESS && all_ok) {
+    m->counts = counts;
+    rc = MPI_Comm_dup(user, &m->comm);
+    if (rc == MPI_SUCCESS) {
+      shell->impl = m;
+      *comm = shell;
+      return moeSuccess;
+    }
   }
-  m->counts = counts;
-  rc = MPI_Comm_dup(user, &m->comm);
-  if (rc != MPI_SUCCESS) {
-    free(counts);
-    free(m);
-    return mpi_fail(rc, "MPI_Comm_dup");
-  }
-  moeStatus_t st = moe_ep_comm_new(comm, &g_mpi_ops, ctx, rank, size);
-  if (st != moeSuccess) {
-    MPI_Comm_free(&m->comm);
-    free(counts);
-    free(m);
-    return st;
-  }
-  (*comm)->impl = m;
-  return moeSuccess;
+  free(m);
+  free(counts);
+  free(shell);
+  if (rc != MPI_SUCCESS) return mpi_fail(rc, all_ok ? "MPI_Comm_dup" : "MPI_Allreduce");
+  return moe_error(moeErrorOutOfMemory, "moeEpCommCreateMpi: out of host memory on %s",
+                   ok ? "another rank" : "this rank");
 }
 
 moeStatus_t moeEpGetLocalDevice(const void *mpi_comm, int *device) {

@@ -134,7 +134,7 @@ static moeStatus_t nccl_abort(moeEpComm_t c) {
 
 static const moeEpCommOps g_nccl_ops = {"nccl",         nccl_alltoall_i64, nccl_allreduce_max,
                                         nccl_alltoallv, nccl_barrier,      nccl_destroy,
-                                        nccl_abort};
+                                        nccl_abort,     INT64_MAX};
 
 moeStatus_t moe_ep_nccl_wrap(moeEpComm_t *comm, moeContext_t ctx, void *nccl_comm, int owned) {
   ncclComm_t nc = (ncclComm_t)nccl_comm;
@@ -158,7 +158,7 @@ moeStatus_t moe_ep_nccl_wrap(moeEpComm_t *comm, moeContext_t ctx, void *nccl_com
 /* NCCL bootstrapped over MPI: rank 0 draws the unique id, MPI_Bcast hands it out (with rank 0's
  * status, so that a failure there fails everyone), every rank joins on the context's device,
  * and an MPI_Allreduce agrees on the outcome. */
-moeStatus_t moe_ep_nccl_create_over_mpi(moeEpComm_t *comm, moeContext_t ctx, MPI_Comm mpi_comm) {
+static moeStatus_t create_over_mpi(moeEpComm_t *comm, moeContext_t ctx, MPI_Comm mpi_comm) {
   int rank = 0, size = 0;
   if (MPI_Comm_rank(mpi_comm, &rank) != MPI_SUCCESS || MPI_Comm_size(mpi_comm, &size) != MPI_SUCCESS)
     return moe_error(moeErrorMpi, "moeEpCommCreateMpi: MPI_Comm_rank/size failed");
@@ -186,8 +186,17 @@ moeStatus_t moe_ep_nccl_create_over_mpi(moeEpComm_t *comm, moeContext_t ctx, MPI
     cudaError_t e = cudaSetDevice(ctx->device);
     if (e != cudaSuccess) st = cuda_fail(e, "cudaSetDevice");
   }
+  /* ncclCommInitRank blocks until every rank has joined: a rank that cannot even select its
+   * device must not leave the others waiting there, so the ranks agree first. */
+  int bad = st != moeSuccess, any_bad = 0;
+  if (MPI_Allreduce(&bad, &any_bad, 1, MPI_INT, MPI_MAX, mpi_comm) != MPI_SUCCESS)
+    return moe_error(moeErrorMpi, "moeEpCommCreateMpi: MPI_Allreduce before ncclCommInitRank "
+                     "failed");
+  if (any_bad)
+    return bad ? st : moe_error(moeErrorCuda, "moeEpCommCreateMpi: another rank could not "
+                                "select its CUDA device; NCCL was not initialized");
   ncclComm_t nc = NULL;
-  if (st == moeSuccess) {
+  {
     ncclResult_t r = ncclCommInitRank(&nc, size, boot.id, rank);
     if (r != ncclSuccess) {
       st = nccl_fail(r, "ncclCommInitRank");
@@ -206,6 +215,16 @@ moeStatus_t moe_ep_nccl_create_over_mpi(moeEpComm_t *comm, moeContext_t ctx, MPI
                      "another rank (%s)", moeGetErrorString((moeStatus_t)worst));
   }
   if (nc) ncclCommAbort(nc);
+  return st;
+}
+
+/* NCCL joins on the context's device; the caller's current device is given back after, as
+ * every backend op does. */
+moeStatus_t moe_ep_nccl_create_over_mpi(moeEpComm_t *comm, moeContext_t ctx, MPI_Comm mpi_comm) {
+  int previous = -1;
+  if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
+  moeStatus_t st = create_over_mpi(comm, ctx, mpi_comm);
+  if (previous >= 0) (void)cudaSetDevice(previous);
   return st;
 }
 #endif

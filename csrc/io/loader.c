@@ -34,12 +34,9 @@ static moeStatus_t read_opts(const moeCheckpointOptions_t *opts, moeCheckpointOp
   moeCheckpointOptions_t def = MOE_CHECKPOINT_OPTIONS_INIT;
   *o = def;
   if (!opts) return moeSuccess;
-  if (opts->size < sizeof(size_t) + sizeof(int32_t))
-    return moe_error(moeErrorInvalidArgument, "moeCheckpointOptions_t.size = %zu: start from "
-                     "MOE_CHECKPOINT_OPTIONS_INIT", opts->size);
   /* Fields past a caller's (older, smaller) struct keep their defaults. */
-  memcpy(o, opts, opts->size < sizeof *o ? opts->size : sizeof *o);
-  o->size = sizeof *o;
+  MOE_TRY(moe_sized_in(o, opts, offsetof(moeCheckpointOptions_t, dtype_override) + sizeof(int32_t),
+                       sizeof *o, "moeCheckpointOptions_t"));
   if (o->dtype_override != 0 && o->dtype_override != 1)
     return moe_error(moeErrorInvalidArgument, "dtype_override = %d must be 0 or 1",
                      o->dtype_override);

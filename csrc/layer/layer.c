@@ -2,6 +2,7 @@
  * dtype conversion, and the bookkeeping that lets forward refuse unset weights. */
 #include "layer/layer.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,9 +46,13 @@ static moeStatus_t alloc_buffer(moeLayer_t l, const char *name, int64_t n, size_
                      name, (long long)n, elem);
   const size_t bytes = (size_t)n * elem;
   moeStatus_t st = moe_backend_alloc(l->ctx, bytes, ptr);
-  if (st != moeSuccess)
-    return moe_error(st, "allocating %s (%zu bytes) failed: %s", name, bytes,
-                     moeGetLastErrorMessage());
+  if (st != moeSuccess) {
+    /* The cause is in this thread's message buffer, which moe_error writes: copy it first
+     * (vsnprintf with its output among its arguments is undefined behaviour). */
+    char cause[512];
+    snprintf(cause, sizeof cause, "%s", moeGetLastErrorMessage());
+    return moe_error(st, "allocating %s (%zu bytes) failed: %s", name, bytes, cause);
+  }
   return zero ? l->ctx->ops->memset_zero(l->ctx, *ptr, bytes, l->ctx->stream) : moeSuccess;
 }
 
@@ -230,6 +235,22 @@ moeStatus_t moeLayerSetSelectionBias(moeLayer_t layer, const float *bias) {
   return upload_converted(layer, layer->selection_bias, moeFloat32, 0, bias, moeFloat32, layer->E);
 }
 
+/* One FFN (routed or shared expert) at slot `index` of the stacked buffers: gate (gated only)
+ * and up [I, W] into gate_up [., GI, W], down [W, I] into down [., W, I]. */
+static moeStatus_t upload_ffn(moeLayer_t l, void *gate_up, void *down, int64_t index, int64_t I,
+                              int64_t W, const void *gate, const void *up, const void *dn,
+                              moeDtype_t src_dtype) {
+  const moeDtype_t dt = l->cfg.dtype;
+  const int64_t IW = I * W;
+  int64_t at = index * (l->gated ? 2 : 1) * IW;
+  if (l->gated) {
+    MOE_TRY(upload_converted(l, gate_up, dt, at, gate, src_dtype, IW));
+    at += IW;
+  }
+  MOE_TRY(upload_converted(l, gate_up, dt, at, up, src_dtype, IW));
+  return upload_converted(l, down, dt, index * IW, dn, src_dtype, IW);
+}
+
 static moeStatus_t local_expert(const moeLayer_s_alias *l, int32_t expert, int32_t *local) {
   if (expert < 0 || expert >= l->E)
     return moe_error(moeErrorInvalidArgument, "expert = %d must be in [0, num_experts = %d)",
@@ -252,15 +273,8 @@ moeStatus_t moeLayerSetExpertWeights(moeLayer_t layer, int32_t expert, const voi
   MOE_TRY(check_gate(layer, gate));
   int32_t e = 0;
   MOE_TRY(local_expert(layer, expert, &e));
-  const moeDtype_t dt = layer->cfg.dtype;
-  const int64_t IH = layer->I * layer->Hr;
-  int64_t at = (int64_t)e * layer->GI * layer->Hr;
-  if (layer->gated) {
-    MOE_TRY(upload_converted(layer, layer->w_gate_up, dt, at, gate, src_dtype, IH));
-    at += IH;
-  }
-  MOE_TRY(upload_converted(layer, layer->w_gate_up, dt, at, up, src_dtype, IH));
-  MOE_TRY(upload_converted(layer, layer->w_down, dt, (int64_t)e * IH, down, src_dtype, IH));
+  MOE_TRY(upload_ffn(layer, layer->w_gate_up, layer->w_down, e, layer->I, layer->Hr, gate, up,
+                     down, src_dtype));
   layer->expert_set[e] = 1;
   return moeSuccess;
 }
@@ -316,16 +330,8 @@ moeStatus_t moeLayerSetSharedExpertWeights(moeLayer_t layer, int32_t shared_expe
     return moe_error(moeErrorInvalidArgument,
                      "shared_expert = %d must be in [0, num_shared_experts = %d)", shared_expert,
                      layer->S);
-  const moeDtype_t dt = layer->cfg.dtype;
-  const int64_t IH = layer->Is * layer->H;
-  int64_t at = (int64_t)shared_expert * layer->GIs * layer->H;
-  if (layer->gated) {
-    MOE_TRY(upload_converted(layer, layer->shared_gate_up, dt, at, gate, src_dtype, IH));
-    at += IH;
-  }
-  MOE_TRY(upload_converted(layer, layer->shared_gate_up, dt, at, up, src_dtype, IH));
-  MOE_TRY(upload_converted(layer, layer->shared_down, dt, (int64_t)shared_expert * IH, down,
-                           src_dtype, IH));
+  MOE_TRY(upload_ffn(layer, layer->shared_gate_up, layer->shared_down, shared_expert, layer->Is,
+                     layer->H, gate, up, down, src_dtype));
   layer->shared_set[shared_expert] = 1;
   return moeSuccess;
 }

@@ -23,6 +23,9 @@
  *  - Row-major tensors, element strides in the storage dtype; indices are int32 (expert ids)
  *    or int64 (anything that scales with T * K or T * H).
  *  - The library never prints, never calls exit() or abort().
+ *  - Threads: calls on different layers may run concurrently. Calls on one layer may overlap
+ *    only when each passes its own workspace; workspace = NULL uses (and may regrow) the
+ *    layer's own, and the weight setters and Destroy must not overlap any call on the layer.
  */
 #ifndef MOE_MOE_H
 #define MOE_MOE_H

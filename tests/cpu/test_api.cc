@@ -162,6 +162,23 @@ TEST(Api, AllocatorCallbacksServeWeightsAndOwnWorkspace) {
   EXPECT_EQ(a.allocs, a.frees);
 }
 
+TEST(Api, FailingAllocatorIsOutOfMemoryNamingTheBufferAndTheCause) {
+  moeContextConfig_t cc = MOE_CONTEXT_CONFIG_INIT;
+  cc.backend = moeBackendCpu;
+  cc.allocator = {[](void *, size_t, int) -> void * { return nullptr; },
+                  [](void *, void *, int) {}, nullptr};
+  moeContext_t ctx = nullptr;
+  MOE_ASSERT_OK(moeContextCreate(&ctx, &cc));
+  moeLayerConfig_t cfg = MakeConfig(16, 8, 4, 2);
+  moeLayer_t layer = reinterpret_cast<moeLayer_t>(&cc);
+  EXPECT_EQ(moeLayerCreate(&layer, ctx, &cfg), moeErrorOutOfMemory);
+  EXPECT_EQ(layer, nullptr);
+  const std::string msg = moeGetLastErrorMessage();
+  EXPECT_NE(msg.find("w_gate_up"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("user allocator returned NULL"), std::string::npos) << msg;
+  MOE_EXPECT_OK(moeContextDestroy(ctx));
+}
+
 TEST(Api, LayerConfigRoundTripsWithDefaultsFilled) {
   moeLayerConfig_t c = MakeConfig(32, 24, 8, 2);
   c.num_shared_experts = 1;

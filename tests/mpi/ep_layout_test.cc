@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstddef>
+#include <cstring>
 #include <vector>
 
 #include "ep/layout.h"
@@ -101,6 +103,36 @@ TEST(EpCostModel, LimitsAndDeepSeek) {
   EXPECT_GT(c.dispatch_bytes_ib, c.dispatch_bytes_nvlink);
   EXPECT_GT(c.total_s, 4 * t8);
   EXPECT_EQ(moeEpCostModel(nullptr, 3, 1, 8, 256, 8, moeBFloat16, &c), moeErrorInvalidArgument);
+}
+
+// The size fields: a caller built against an older, smaller struct is served (its missing
+// input fields keep their defaults, only its own output fields are written); a size outside
+// [first field, sizeof] is refused.
+TEST(EpCostModel, OlderCallersSmallerStructs) {
+  moeEpCost_t full = MOE_EP_COST_INIT;
+  ASSERT_EQ(moeEpCostModel(nullptr, 16, 128, 7168, 256, 8, moeBFloat16, &full), moeSuccess);
+  moeEpCostParams_t old_params = MOE_EP_COST_PARAMS_INIT;
+  old_params.size = offsetof(moeEpCostParams_t, ib_bw);  // knows gpus_per_node, nvlink_bw only
+  old_params.ib_bw = -1.0;                                // beyond its size: must not be read
+  moeEpCost_t old_cost;
+  std::memset(&old_cost, 0x5A, sizeof old_cost);
+  old_cost.size = offsetof(moeEpCost_t, dispatch_s);
+  ASSERT_EQ(moeEpCostModel(&old_params, 16, 128, 7168, 256, 8, moeBFloat16, &old_cost),
+            moeSuccess) << moeGetLastErrorMessage();
+  EXPECT_EQ(old_cost.size, offsetof(moeEpCost_t, dispatch_s));
+  EXPECT_DOUBLE_EQ(old_cost.ranks_per_token, full.ranks_per_token);
+  EXPECT_DOUBLE_EQ(old_cost.combine_bytes_ib, full.combine_bytes_ib);
+  unsigned char poison[sizeof(double)];
+  std::memset(poison, 0x5A, sizeof poison);
+  EXPECT_EQ(std::memcmp(&old_cost.total_s, poison, sizeof poison), 0) << "wrote past its size";
+  moeEpCost_t c = MOE_EP_COST_INIT;
+  c.size = sizeof(size_t);
+  EXPECT_EQ(moeEpCostModel(nullptr, 16, 128, 7168, 256, 8, moeBFloat16, &c), moeErrorInvalidArgument);
+  c.size = sizeof(moeEpCost_t) + 8;
+  EXPECT_EQ(moeEpCostModel(nullptr, 16, 128, 7168, 256, 8, moeBFloat16, &c), moeErrorInvalidArgument);
+  moeEpCostParams_t p = MOE_EP_COST_PARAMS_INIT;
+  p.size = 0;
+  EXPECT_EQ(moeEpCostModel(&p, 16, 128, 7168, 256, 8, moeBFloat16, &full), moeErrorInvalidArgument);
 }
 
 }  // namespace

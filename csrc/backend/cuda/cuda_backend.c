@@ -16,19 +16,18 @@ int moe_cuda_device_count(void) {
   return n;
 }
 
-static moeStatus_t cuda_context_init(moeContext_t ctx) {
-  int dev = ctx->device;
-  if (dev < 0) {
-    MOE_CUDA_TRY(cudaGetDevice(&dev), "cudaGetDevice");
-  }
-  int count = moe_cuda_device_count();
-  if (dev >= count)
-    return moe_error(moeErrorInvalidConfig, "config.device = %d but only %d CUDA device(s) are visible",
-                     dev, count);
-  /* Kernel attributes and the cuBLAS handle belong to the current device: set it for init. */
-  MOE_CUDA_TRY(cudaSetDevice(dev), "cudaSetDevice");
+/* Device properties, kernel attributes and the cuBLAS handle of device dev, which is current. */
+static moeStatus_t context_init_current(moeContext_t ctx, int dev) {
   struct cudaDeviceProp prop;
   MOE_CUDA_TRY(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
+  if (prop.major < 8)
+    return moe_error(moeErrorBackendUnavailable,
+                     "CUDA device %d (%s) has compute capability %d.%d; libmoe needs >= 8.0",
+                     dev, prop.name, prop.major, prop.minor);
+  cudaError_t kerr = moe_grouped_gemm_init();
+  if (kerr != cudaSuccess)
+    return moe_error(moeErrorCuda, "kernel attributes (cudaFuncSetAttribute): %s",
+                     cudaGetErrorString(kerr));
   moeCudaState *st = (moeCudaState *)calloc(1, sizeof(moeCudaState));
   if (!st) return moe_error(moeErrorOutOfMemory, "CUDA backend state: out of host memory");
   st->device = dev;
@@ -36,18 +35,6 @@ static moeStatus_t cuda_context_init(moeContext_t ctx) {
   st->cc_major = prop.major;
   st->cc_minor = prop.minor;
   st->smem_per_block_optin = prop.sharedMemPerBlockOptin;
-  if (prop.major < 8) {
-    free(st);
-    return moe_error(moeErrorBackendUnavailable,
-                     "CUDA device %d (%s) has compute capability %d.%d; libmoe needs >= 8.0",
-                     dev, prop.name, prop.major, prop.minor);
-  }
-  cudaError_t kerr = moe_grouped_gemm_init();
-  if (kerr != cudaSuccess) {
-    free(st);
-    return moe_error(moeErrorCuda, "kernel attributes (cudaFuncSetAttribute): %s",
-                     cudaGetErrorString(kerr));
-  }
   cublasStatus_t cs = cublasCreate(&st->cublas);
   if (cs != CUBLAS_STATUS_SUCCESS) {
     free(st);
@@ -56,6 +43,23 @@ static moeStatus_t cuda_context_init(moeContext_t ctx) {
   ctx->device = dev;
   ctx->backend_state = st;
   return moeSuccess;
+}
+
+/* Kernel attributes and the cuBLAS handle belong to the context's device: it is made current
+ * for the init and the caller's current device is restored after, success or not, as every op
+ * below does (moeContextCreate must not move the calling thread to another GPU). */
+static moeStatus_t cuda_context_init(moeContext_t ctx) {
+  int previous = 0;
+  MOE_CUDA_TRY(cudaGetDevice(&previous), "cudaGetDevice");
+  const int dev = ctx->device < 0 ? previous : ctx->device;
+  int count = moe_cuda_device_count();
+  if (dev >= count)
+    return moe_error(moeErrorInvalidConfig, "config.device = %d but only %d CUDA device(s) are visible",
+                     dev, count);
+  if (dev != previous) MOE_CUDA_TRY(cudaSetDevice(dev), "cudaSetDevice");
+  moeStatus_t status = context_init_current(ctx, dev);
+  if (dev != previous) (void)cudaSetDevice(previous);
+  return status;
 }
 
 static void cuda_context_fini(moeContext_t ctx) {
