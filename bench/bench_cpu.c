@@ -215,7 +215,7 @@ int bench_run_cpu(const benchOptions *opt, benchReport *rep) {
     double t0 = bench_now_us();
     bench_check_status(bench_source_create_layer(&src, ctx, opt, &layer), "creating the layer");
     double upload_s = (bench_now_us() - t0) * 1e-6;
-    moeLayerConfig_t cfg;
+    moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
     bench_check_status(moeLayerGetConfig(layer, &cfg), "moeLayerGetConfig");
     int32_t K = 0;
     bench_check_status(moeLayerGetRouteWidth(layer, &K), "moeLayerGetRouteWidth");

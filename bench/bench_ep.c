@@ -237,7 +237,7 @@ int moe_bench_ep_run(int argc, char **argv) {
     moeEpLayer_t ep = NULL;
     void *x = NULL, *y = NULL;
     double *t = NULL, *all = NULL;
-    moeLayerConfig_t cfg;
+    moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
     int router_bias = 0;
     if ((rc = make_config(&o, &cfg, &router_bias, rank)) != 0) goto finish;
     moeContextConfig_t cc = MOE_CONTEXT_CONFIG_INIT;

@@ -445,7 +445,7 @@ int bench_run_gpu(const benchOptions *opt, benchReport *rep) {
     bench_check_status(st, "creating the layer");
     CU(cudaDeviceSynchronize()); /* weight uploads done, whichever stream they used */
     const double upload_s = (bench_now_us() - t0) * 1e-6;
-    moeLayerConfig_t cfg;
+    moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
     bench_check_status(moeLayerGetConfig(layer, &cfg), "moeLayerGetConfig");
     int32_t K = 0;
     bench_check_status(moeLayerGetRouteWidth(layer, &K), "moeLayerGetRouteWidth");

@@ -51,7 +51,7 @@ void bench_print_roofline_table(FILE *f, double bw, double rate, int markdown) {
             "MB T=8", "us", "MB T=64", "us", "GFLOP T=4096", "us", "bound@4096");
   for (int i = 0; i < bench_preset_count(); ++i) {
     const benchPreset *p = bench_preset_at(i);
-    moeLayerConfig_t cfg;
+    moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
     bench_preset_config(p, 1, moeBFloat16, &cfg);
     fprintf(f, markdown ? "| %s" : "%-16s", p->name);
     for (int j = 0; j < 3; ++j) {

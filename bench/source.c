@@ -32,6 +32,7 @@ int bench_source_open(const benchOptions *opt, int i, int gpu, benchSource *src,
     src->scale = 1;
     moeCheckpointOptions_t o;
     checkpoint_options(opt, &o);
+    src->cfg = (moeLayerConfig_t)MOE_LAYER_CONFIG_INIT;
     moeStatus_t st = moeCheckpointConfig(opt->checkpoint, opt->ckpt_layer, &o, &src->cfg);
     if (st != moeSuccess) {
       snprintf(err, err_len, "%s, layer %d: %s", opt->checkpoint, opt->ckpt_layer,
@@ -60,7 +61,7 @@ moeStatus_t bench_source_create_layer(benchSource *src, moeContext_t ctx, const 
   }
   moeStatus_t st = moeLayerCreate(layer, ctx, &src->cfg);
   if (st != moeSuccess) return st;
-  moeLayerConfig_t cfg;
+  moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
   st = moeLayerGetConfig(*layer, &cfg);
   if (st == moeSuccess) st = bench_upload_weights(*layer, &cfg, opt->seed, src->router_bias);
   if (st != moeSuccess) {

@@ -17,6 +17,7 @@
 #ifdef MOE_WITH_CJSON
 
 #include "io/checkpoint.h"
+#include "layer/config.h"
 #include "io/hf_config.h"
 #include "io/loader.h"
 #include "layer/layer.h"
@@ -179,10 +180,13 @@ moeStatus_t moeCheckpointConfig(const char *dir, int32_t layer_index,
   moe_clear_error();
   MOE_CHECK_NOT_NULL(config);
   moe_plan p;
+  MOE_TRY(moe_sized_check(config, MOE_LAYER_CONFIG_MIN_SIZE, sizeof(moeLayerConfig_t),
+                          "moeLayerConfig_t"));
   MOE_TRY(moe_plan_open(dir, layer_index, opts, &p));
-  *config = p.hf.cfg;
+  moeStatus_t st = moe_sized_out(config, &p.hf.cfg, MOE_LAYER_CONFIG_MIN_SIZE,
+                                 sizeof(moeLayerConfig_t), "moeLayerConfig_t");
   moe_plan_close(&p);
-  return moeSuccess;
+  return st;
 }
 
 moeStatus_t moeLayerCreateFromCheckpoint(moeLayer_t *layer, moeContext_t ctx, const char *dir,

@@ -2,11 +2,16 @@
 #ifndef MOE_LAYER_CONFIG_H
 #define MOE_LAYER_CONFIG_H
 
+#include <stddef.h>
+
 #include "moe/moe.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Bytes an older caller's moeLayerConfig_t holds at least: through top_k, the last required field. */
+#define MOE_LAYER_CONFIG_MIN_SIZE (offsetof(moeLayerConfig_t, top_k) + sizeof(int32_t))
 
 /* Copies a caller's config over the defaults (honouring its size field) and fills derived
  * defaults (shared_intermediate = intermediate when 0). Returns InvalidArgument/InvalidConfig. */

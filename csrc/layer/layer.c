@@ -162,8 +162,8 @@ moeStatus_t moeLayerGetConfig(moeLayer_t layer, moeLayerConfig_t *config) {
   moe_clear_error();
   MOE_CHECK_NOT_NULL(layer);
   MOE_CHECK_NOT_NULL(config);
-  *config = layer->cfg;
-  return moeSuccess;
+  return moe_sized_out(config, &layer->cfg, MOE_LAYER_CONFIG_MIN_SIZE, sizeof(moeLayerConfig_t),
+                       "moeLayerConfig_t");
 }
 
 moeStatus_t moeLayerGetRouteWidth(moeLayer_t layer, int32_t *route_width) {

@@ -249,7 +249,10 @@ MOE_API moeStatus_t moeLayerCreate(moeLayer_t *layer, moeContext_t ctx,
  * On the CUDA backend it synchronizes the context's stream first. Returns: moeSuccess. */
 MOE_API moeStatus_t moeLayerDestroy(moeLayer_t layer);
 
-/* [out] config  a copy of the layer's configuration. Returns: moeSuccess or InvalidArgument. */
+/* [in,out] config  the layer's configuration, defaults filled in. config->size must be set first
+ *                  (MOE_LAYER_CONFIG_INIT): the first config->size bytes are written, so a caller
+ *                  built against an older, smaller struct gets only the fields it knows.
+ * Returns: moeSuccess or InvalidArgument (NULL, or config->size outside the valid range). */
 MOE_API moeStatus_t moeLayerGetConfig(moeLayer_t layer, moeLayerConfig_t *config);
 
 /* K, the width of the routing output: top_k for token-choice families, the cap k_max for

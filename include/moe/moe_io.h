@@ -74,7 +74,8 @@ typedef struct {
  * [in]  layer_index  0 <= layer_index < num_hidden_layers, and an MoE layer (DeepSeek-V3's first
  *                    first_k_dense_replace layers are dense; so are Qwen3's mlp_only_layers).
  * [in]  opts         NULL for defaults.
- * [out] config       a config for moeLayerCreate (shared_intermediate filled in).
+ * [in,out] config    a config for moeLayerCreate (shared_intermediate filled in); config->size
+ *                    must be set first (MOE_LAYER_CONFIG_INIT), that many bytes are written.
  * Returns: moeSuccess, InvalidArgument, Io, Format, InvalidConfig, NotSupported, OutOfMemory. */
 MOE_API moeStatus_t moeCheckpointConfig(const char *dir, int32_t layer_index,
                                         const moeCheckpointOptions_t *opts,

@@ -327,7 +327,7 @@ CpuLayer::~CpuLayer() {
 
 moeStatus_t CpuLayer::Forward(const std::vector<float> &x, int64_t T, std::vector<float> *y,
                               const moeRouterStats_t *stats) {
-  moeLayerConfig_t c;
+  moeLayerConfig_t c = MOE_LAYER_CONFIG_INIT;
   moeStatus_t st = moeLayerGetConfig(layer_, &c);
   if (st != moeSuccess) return st;
   size_t ws = 0;
@@ -343,7 +343,7 @@ moeStatus_t CpuLayer::Forward(const std::vector<float> &x, int64_t T, std::vecto
 
 moeStatus_t CpuLayer::Route(const std::vector<float> &x, int64_t T, std::vector<int32_t> *ids,
                             std::vector<float> *weights, const moeRouterStats_t *stats) {
-  moeLayerConfig_t c;
+  moeLayerConfig_t c = MOE_LAYER_CONFIG_INIT;
   moeStatus_t st = moeLayerGetConfig(layer_, &c);
   if (st != moeSuccess) return st;
   int32_t K = 0;

@@ -184,8 +184,9 @@ TEST(Api, LayerConfigRoundTripsWithDefaultsFilled) {
   c.num_shared_experts = 1;
   CpuLayer L(c);
   MOE_ASSERT_OK(L.status());
-  moeLayerConfig_t got;
+  moeLayerConfig_t got = MOE_LAYER_CONFIG_INIT;
   std::memset(&got, 0xAB, sizeof got);
+  got.size = sizeof got;
   MOE_ASSERT_OK(moeLayerGetConfig(L.layer(), &got));
   EXPECT_EQ(got.size, sizeof(moeLayerConfig_t));
   EXPECT_EQ(got.hidden, 32);
@@ -197,6 +198,25 @@ TEST(Api, LayerConfigRoundTripsWithDefaultsFilled) {
   EXPECT_FLOAT_EQ(got.swiglu_limit, 7.0f);
   EXPECT_EQ(moeLayerGetConfig(L.layer(), nullptr), moeErrorInvalidArgument);
   EXPECT_EQ(moeLayerGetConfig(nullptr, &got), moeErrorInvalidArgument);
+  got.size = 0;  // not initialized with MOE_LAYER_CONFIG_INIT
+  EXPECT_EQ(moeLayerGetConfig(L.layer(), &got), moeErrorInvalidArgument);
+  EXPECT_NE(std::string(moeGetLastErrorMessage()).find("moeLayerConfig_t"), std::string::npos)
+      << moeGetLastErrorMessage();
+}
+
+TEST(Api, GetConfigWritesOnlyWhatAnOlderCallerKnows) {
+  // A caller built against a struct that ended at num_heads: bytes past it stay untouched.
+  CpuLayer L(MakeConfig(32, 24, 8, 2));
+  MOE_ASSERT_OK(L.status());
+  moeLayerConfig_t got;
+  std::memset(&got, 0xAB, sizeof got);
+  got.size = offsetof(moeLayerConfig_t, num_heads);
+  MOE_ASSERT_OK(moeLayerGetConfig(L.layer(), &got));
+  EXPECT_EQ(got.size, offsetof(moeLayerConfig_t, num_heads));
+  EXPECT_EQ(got.hidden, 32);
+  EXPECT_EQ(got.top_k, 2);
+  const unsigned char *tail = reinterpret_cast<const unsigned char *>(&got) + got.size;
+  for (size_t i = 0; i < sizeof got - got.size; ++i) ASSERT_EQ(tail[i], 0xAB) << "byte " << i;
 }
 
 TEST(Api, RouteWidthPerFamily) {
@@ -247,14 +267,14 @@ TEST(Api, WorkspaceGrowsWithTokens) {
 TEST(Api, OlderConfigStructsGetDefaultsForMissingFields) {
   // A caller compiled against an older header passes a smaller size; the fields past it must
   // not be read (they hold garbage here) and take their documented defaults.
-  moeLayerConfig_t c;
+  moeLayerConfig_t c = MOE_LAYER_CONFIG_INIT;
   std::memset(&c, 0x5A, sizeof c);
   c.size = offsetof(moeLayerConfig_t, routing);
   c.hidden = 16, c.intermediate = 8, c.num_experts = 4, c.top_k = 2;
   EXPECT_EQ(moeLayerConfigValidate(&c), moeSuccess) << moeGetLastErrorMessage();
   CpuLayer L(c);
   MOE_ASSERT_OK(L.status());
-  moeLayerConfig_t got;
+  moeLayerConfig_t got = MOE_LAYER_CONFIG_INIT;
   MOE_ASSERT_OK(moeLayerGetConfig(L.layer(), &got));
   EXPECT_EQ(got.routing, moeRoutingTopKSoftmax);
   EXPECT_EQ(got.dtype, moeBFloat16);

@@ -13,7 +13,7 @@ namespace {
 
 struct RouteCase {
   const char *name;
-  moeLayerConfig_t cfg;
+  moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
   bool router_bias;
 };
 

@@ -45,7 +45,7 @@ class Errors : public ::testing::Test {
     EXPECT_EQ(r, nullptr);
     for (const std::string &n : needles)
       EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
-    moeLayerConfig_t cfg;  // the config path reports the same for config and index errors
+    moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;  // the config path reports the same for config and index errors
     (void)cfg;
   }
   const std::string kGate = "model.layers.1.block_sparse_moe.gate.weight";
@@ -206,7 +206,7 @@ TEST(ErrorsDense, DeepSeekDenseLayer) {
   s.first_dense = 1;
   TempDir dir;
   WriteCheckpoint(dir.path, s, RandomWeights(s, 3));
-  moeLayerConfig_t cfg;
+  moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
   EXPECT_EQ(moeCheckpointConfig(dir.path.c_str(), 0, nullptr, &cfg), moeErrorInvalidConfig);
   EXPECT_NE(std::string(moeGetLastErrorMessage())
                 .find("layer 0 of DeepSeek-V3 is dense (first_k_dense_replace = 1"),
@@ -228,7 +228,7 @@ TEST(ErrorsDense, Qwen3MlpOnlyLayer) {
   auto keys = ConfigKeys(s);
   keys["mlp_only_layers"] = "[0, 1]";
   WriteFile(dir / "config.json", ConfigJson(keys));
-  moeLayerConfig_t cfg;
+  moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
   EXPECT_EQ(moeCheckpointConfig(dir.path.c_str(), 1, nullptr, &cfg), moeErrorInvalidConfig);
   EXPECT_NE(std::string(moeGetLastErrorMessage()).find("mlp_only_layers"), std::string::npos);
 }
@@ -301,7 +301,7 @@ TEST(ErrorsQuantized, DeepSeekFp8Experts) {
       x.bytes.resize(x.bytes.size() / 2);
     }
   WriteFile(dir / "model.safetensors", Serialize(t));
-  moeLayerConfig_t cfg;
+  moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
   EXPECT_EQ(moeCheckpointConfig(dir.path.c_str(), s.layer, nullptr, &cfg), moeErrorNotSupported);
   EXPECT_NE(std::string(moeGetLastErrorMessage())
                 .find("dtype F8_E4M3 of tensor model.layers.1.mlp.experts.0.gate_proj.weight "
@@ -322,7 +322,7 @@ TEST(ErrorsConfig, InvalidLayerConfigNamesTheField) {
   auto keys = ConfigKeys(s);
   keys["n_group"] = "3";  // does not divide E = 8
   WriteFile(dir / "config.json", ConfigJson(keys));
-  moeLayerConfig_t cfg;
+  moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
   EXPECT_EQ(moeCheckpointConfig(dir.path.c_str(), s.layer, nullptr, &cfg), moeErrorInvalidConfig);
   std::string msg = moeGetLastErrorMessage();
   EXPECT_NE(msg.find("config.json"), std::string::npos) << msg;

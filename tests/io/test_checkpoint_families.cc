@@ -101,7 +101,7 @@ TEST_P(Families, ConfigAndWeightsRoundTrip) {
   Weights w = RandomWeights(s, 1234);
   WriteCheckpoint(dir.path, s, w);
 
-  moeLayerConfig_t cfg;
+  moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
   IO_ASSERT_OK(moeCheckpointConfig(dir.path.c_str(), s.layer, nullptr, &cfg));
   ExpectSameConfig(cfg, ExpectedConfig(s));
 
@@ -218,7 +218,7 @@ TEST(Io, BadExpertRangeIsInvalidArgument) {
   TempDir dir;
   WriteCheckpoint(dir.path, s, RandomWeights(s, 1));
   moeCheckpointOptions_t o = MOE_CHECKPOINT_OPTIONS_INIT;
-  moeLayerConfig_t cfg;
+  moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
   o.expert_begin = s.E;
   EXPECT_EQ(moeCheckpointConfig(dir.path.c_str(), s.layer, &o, &cfg), moeErrorInvalidArgument);
   o.expert_begin = 2;
@@ -244,7 +244,7 @@ TEST(Io, LayerIndexOutOfRange) {
   Spec s;
   TempDir dir;
   WriteCheckpoint(dir.path, s, RandomWeights(s, 1));
-  moeLayerConfig_t cfg;
+  moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
   EXPECT_EQ(moeCheckpointConfig(dir.path.c_str(), s.num_layers, nullptr, &cfg),
             moeErrorInvalidArgument);
   EXPECT_NE(std::string(moeGetLastErrorMessage()).find("num_hidden_layers"), std::string::npos);
@@ -267,7 +267,7 @@ TEST(Io, DeepSeekV2LiteGreedy) {
   keys.erase("topk_group");
   keys["routed_scaling_factor"] = "1.0";
   WriteFile(dir / "config.json", ConfigJson(keys));
-  moeLayerConfig_t cfg;
+  moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
   IO_ASSERT_OK(moeCheckpointConfig(dir.path.c_str(), s.layer, nullptr, &cfg));
   EXPECT_EQ(cfg.routing, moeRoutingSoftmaxTopK);
   EXPECT_EQ(cfg.n_group, 1);

@@ -89,7 +89,7 @@ TEST_P(Forward, MatchesNaiveReference) {
   moeLayer_t layer = nullptr;
   IO_ASSERT_OK(moeLayerCreateFromCheckpoint(&layer, ctx, dir.path.c_str(), s.layer, nullptr));
   ASSERT_NE(layer, nullptr);
-  moeLayerConfig_t cfg;
+  moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
   IO_ASSERT_OK(moeLayerGetConfig(layer, &cfg));
   EXPECT_EQ(cfg.dtype, s.dtype);
 
@@ -160,7 +160,7 @@ TEST_F(ForwardErrors, DtypeOverrideCreatesAnF32Layer) {
   o.dtype = moeFloat32;
   moeLayer_t layer = nullptr;
   IO_ASSERT_OK(moeLayerCreateFromCheckpoint(&layer, ctx, dir.path.c_str(), s.layer, &o));
-  moeLayerConfig_t cfg;
+  moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
   IO_ASSERT_OK(moeLayerGetConfig(layer, &cfg));
   EXPECT_EQ(cfg.dtype, moeFloat32);
   const int64_t T = 5;
@@ -211,7 +211,7 @@ TEST_F(ForwardErrors, LoadIntoACallersLayer) {
   TempDir dir;
   Weights w = RandomWeights(s, 12);
   WriteCheckpoint(dir.path, s, w);
-  moeLayerConfig_t cfg;
+  moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
   IO_ASSERT_OK(moeCheckpointConfig(dir.path.c_str(), s.layer, nullptr, &cfg));
   cfg.dtype = moeFloat32;  // the caller's choice; the weights are converted
   moeLayer_t layer = nullptr;

@@ -28,7 +28,7 @@ TEST(CheckpointEp, EachRankLoadsItsExpertsAndForwardMatchesNaive) {
   TempDir dir;
   Weights w = RandomWeights(s, 77);
   WriteCheckpoint(dir.path, s, w);
-  moeLayerConfig_t cfg;
+  moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
   MOE_ASSERT_OK(moeCheckpointConfig(dir.path.c_str(), s.layer, nullptr, &cfg));
 
   const int64_t T = 11;  // tokens per rank
@@ -82,7 +82,7 @@ TEST(CheckpointEp, ARankNeverOpensAnotherRanksShard) {
   TempDir dir;
   WriteCheckpoint(dir.path, s, RandomWeights(s, 5));
   std::remove((dir / ShardName(2, 3)).c_str());
-  moeLayerConfig_t cfg;
+  moeLayerConfig_t cfg = MOE_LAYER_CONFIG_INIT;
   MOE_ASSERT_OK(moeCheckpointConfig(dir.path.c_str(), s.layer, nullptr, &cfg));
   moeContextConfig_t cc = MOE_CONTEXT_CONFIG_INIT;
   cc.backend = moeBackendCpu;
