@@ -59,6 +59,17 @@ int bench_make_config(const benchPreset *p, const benchOptions *opt, int scale,
   }
   if (opt->capacity_factor > 0) cfg->capacity_factor = opt->capacity_factor;
   if (opt->drop_policy >= 0) cfg->drop_policy = (moeDropPolicy_t)opt->drop_policy;
+  /* A flag that would change nothing is a mistake in the command line, not a no-op. */
+  if (opt->k_max > 0 && cfg->routing != moeRoutingTopP) {
+    snprintf(err, err_len, "--k-max applies to top-p routing only (--top-p or --routing top-p)");
+    return -1;
+  }
+  const int token_choice = cfg->routing != moeRoutingExpertChoice && cfg->routing != moeRoutingDense;
+  if (opt->drop_policy >= 0 && !(token_choice && cfg->capacity_factor > 0)) {
+    snprintf(err, err_len, "--drop-policy applies only with --capacity-factor and token-choice "
+                           "routing");
+    return -1;
+  }
   if (opt->heads > 0) {
     if (cfg->hidden % opt->heads != 0) {
       snprintf(err, err_len, "--heads %d does not divide H = %lld (at scale 1/%d)", opt->heads,

@@ -65,7 +65,11 @@ static moeStatus_t cuda_context_init(moeContext_t ctx) {
 static void cuda_context_fini(moeContext_t ctx) {
   moeCudaState *st = (moeCudaState *)ctx->backend_state;
   if (!st) return;
+  int previous = -1; /* the handle belongs to the context's device: destroy it there */
+  if (cudaGetDevice(&previous) == cudaSuccess && previous != ctx->device)
+    (void)cudaSetDevice(ctx->device);
   if (st->cublas) cublasDestroy(st->cublas);
+  if (previous >= 0 && previous != ctx->device) (void)cudaSetDevice(previous);
   free(st);
   ctx->backend_state = NULL;
 }
