@@ -4,12 +4,17 @@
 #  moe_mpi_tests  the same cases over MPI, run by ctest under mpirun -np 1, 2 and 4.
 set(_ep_dir ${CMAKE_CURRENT_SOURCE_DIR}/mpi)
 
-add_executable(moe_ep_tests ${_ep_dir}/ep_loopback_test.cc ${_ep_dir}/ep_layout_test.cc)
+add_executable(moe_ep_tests ${_ep_dir}/ep_loopback_test.cc ${_ep_dir}/ep_layout_test.cc
+                            ${_ep_dir}/ep_nccl_test.cc)
 target_include_directories(moe_ep_tests PRIVATE ${_ep_dir} ${PROJECT_SOURCE_DIR}/csrc)
 # moe_static: the layout test calls internal (hidden) functions.
 target_link_libraries(moe_ep_tests PRIVATE moe_static GTest::gtest GTest::gtest_main)
 if(MOE_WITH_CUDA)
   target_link_libraries(moe_ep_tests PRIVATE CUDA::cudart)
+endif()
+if(MOE_WITH_NCCL)  # ep_nccl_test.cc: a one-rank NCCL communicator without MPI
+  target_include_directories(moe_ep_tests PRIVATE ${NCCL_INCLUDE_DIR})
+  target_link_libraries(moe_ep_tests PRIVATE ${NCCL_LIBRARY})
 endif()
 gtest_discover_tests(moe_ep_tests PROPERTIES LABELS cpu TIMEOUT 120 DISCOVERY_TIMEOUT 60)
 
