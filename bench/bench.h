@@ -112,6 +112,9 @@ typedef struct {
 /* ---- helpers (common.c) ------------------------------------------------------------------ */
 double bench_now_us(void);
 double bench_median(double *v, int n); /* sorts v */
+/* The token counts of a run: --tokens, else the backend's default list (the sweep on a GPU;
+ * on the CPU a short list, or its sweep with --sweep). Returns how many; *t_max the largest. */
+int bench_token_counts(const benchOptions *opt, int gpu, const int64_t **tokens, int64_t *t_max);
 void bench_sort(double *v, int n);
 const char *bench_dtype_name(moeDtype_t dtype);
 size_t bench_dtype_size(moeDtype_t dtype);

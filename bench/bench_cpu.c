@@ -12,8 +12,6 @@
 #include "report.h"
 #include "roofline.h"
 
-static const int64_t kCpuSweep[] = {1, 8, 32, 64, 128, 256};
-static const int64_t kCpuDefault[] = {1, 32, 128};
 
 /* Host buffers of one preset, sized for the largest T. */
 typedef struct {
@@ -193,14 +191,9 @@ int bench_run_cpu(const benchOptions *opt, benchReport *rep) {
 #endif
   if (!opt->quiet) bench_report_print_env(rep);
 
-  const int64_t *Ts = opt->tokens;
-  int nT = opt->num_tokens;
-  if (nT == 0) {
-    Ts = opt->sweep ? kCpuSweep : kCpuDefault;
-    nT = opt->sweep ? (int)(sizeof kCpuSweep / sizeof kCpuSweep[0]) : (int)(sizeof kCpuDefault / sizeof kCpuDefault[0]);
-  }
-  int64_t Tmax = 1;
-  for (int i = 0; i < nT; ++i) Tmax = Ts[i] > Tmax ? Ts[i] : Tmax;
+  const int64_t *Ts;
+  int64_t Tmax;
+  const int nT = bench_token_counts(opt, 0, &Ts, &Tmax);
 
   for (int pi = 0; pi < bench_source_count(opt); ++pi) {
     benchSource src;

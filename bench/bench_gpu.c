@@ -30,7 +30,6 @@ int bench_run_gpu(const benchOptions *opt, benchReport *rep) {
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-static const int64_t kGpuSweep[] = {1, 8, 32, 64, 128, 256, 1024, 4096, 16384};
 
 #define CU(call) cu_check((call), #call, __LINE__)
 static void cu_check(cudaError_t e, const char *what, int line) {
@@ -419,11 +418,9 @@ int bench_run_gpu(const benchOptions *opt, benchReport *rep) {
   moeContext_t ctx = NULL;
   bench_check_status(moeContextCreate(&ctx, &cc), "moeContextCreate(cuda)");
 
-  const int64_t *Ts = opt->tokens;
-  int nT = opt->num_tokens;
-  if (nT == 0) Ts = kGpuSweep, nT = (int)(sizeof kGpuSweep / sizeof kGpuSweep[0]);
-  int64_t Tmax = 1;
-  for (int i = 0; i < nT; ++i) Tmax = Ts[i] > Tmax ? Ts[i] : Tmax;
+  const int64_t *Ts;
+  int64_t Tmax;
+  const int nT = bench_token_counts(opt, 1, &Ts, &Tmax);
 
   for (int pi = 0; pi < bench_source_count(opt); ++pi) {
     benchSource src;

@@ -189,3 +189,22 @@ int bench_count_hit(const int32_t *ids, int64_t n, int32_t E, int64_t *selection
   if (selections) *selections = sel;
   return hit;
 }
+
+int bench_token_counts(const benchOptions *opt, int gpu, const int64_t **tokens, int64_t *t_max) {
+  static const int64_t kGpuSweep[] = {1, 8, 32, 64, 128, 256, 1024, 4096, 16384};
+  static const int64_t kCpuSweep[] = {1, 8, 32, 64, 128, 256};
+  static const int64_t kCpuDefault[] = {1, 32, 128};
+#define MOE_BENCH_LIST(a) (*tokens = (a), n = (int)(sizeof(a) / sizeof((a)[0])))
+  int n = opt->num_tokens;
+  *tokens = opt->tokens;
+  if (n == 0) {
+    if (gpu) MOE_BENCH_LIST(kGpuSweep);
+    else if (opt->sweep) MOE_BENCH_LIST(kCpuSweep);
+    else MOE_BENCH_LIST(kCpuDefault);
+  }
+#undef MOE_BENCH_LIST
+  *t_max = 1;
+  for (int i = 0; i < n; ++i)
+    if ((*tokens)[i] > *t_max) *t_max = (*tokens)[i];
+  return n;
+}
