@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,26 @@ struct Spec {
                            // shards 1..n-1: contiguous blocks of experts when per-expert)
   int32_t first_dense = 1; // DeepSeek first_k_dense_replace
 };
+
+// One parameterized fixture: a family in a naming scheme and dtype, in one file or shards.
+struct Case {
+  const char *name;
+  Family family;
+  Scheme scheme;
+  moeDtype_t dtype;
+  int shards;
+};
+// gtest prints parameters in test names (ctest shows them): the name, not the struct's bytes.
+inline void PrintTo(const Case &c, std::ostream *os) { *os << c.name; }
+// The spec of a case (other fields at their defaults).
+inline Spec SpecOf(const Case &c) {
+  Spec s;
+  s.family = c.family;
+  s.scheme = c.scheme;
+  s.dtype = c.dtype;
+  s.shards = c.shards;
+  return s;
+}
 
 // The layer config the loader must produce for spec (routing, groups, shared, activation, ...).
 moeLayerConfig_t ExpectedConfig(const Spec &spec);

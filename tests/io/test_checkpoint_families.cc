@@ -17,15 +17,6 @@ using namespace moe_io_test;
 
 namespace {
 
-struct Case {
-  const char *name;
-  Family family;
-  Scheme scheme;
-  moeDtype_t dtype;
-  int shards;
-};
-// gtest prints parameters in test names (ctest shows them): the name, not the struct's bytes.
-void PrintTo(const Case &c, std::ostream *os) { *os << c.name; }
 
 void ExpectSameConfig(const moeLayerConfig_t &got, const moeLayerConfig_t &want) {
   EXPECT_EQ(got.size, sizeof(moeLayerConfig_t));
@@ -92,11 +83,7 @@ class Families : public ::testing::TestWithParam<Case> {};
 
 TEST_P(Families, ConfigAndWeightsRoundTrip) {
   const Case &c = GetParam();
-  Spec s;
-  s.family = c.family;
-  s.scheme = c.scheme;
-  s.dtype = c.dtype;
-  s.shards = c.shards;
+  const Spec s = SpecOf(c);
   TempDir dir;
   Weights w = RandomWeights(s, 1234);
   WriteCheckpoint(dir.path, s, w);

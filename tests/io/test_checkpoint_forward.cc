@@ -20,15 +20,6 @@ using namespace moe_io_test;
 
 namespace {
 
-struct Case {
-  const char *name;
-  Family family;
-  Scheme scheme;
-  moeDtype_t dtype;
-  int shards;
-};
-// gtest prints parameters in test names (ctest shows them): the name, not the struct's bytes.
-void PrintTo(const Case &c, std::ostream *os) { *os << c.name; }
 
 class Forward : public ::testing::TestWithParam<Case> {
  protected:
@@ -77,11 +68,7 @@ moe_test::HostLayer ToHostLayer(const Weights &w, const moeLayerConfig_t &cfg) {
 
 TEST_P(Forward, MatchesNaiveReference) {
   const Case &c = GetParam();
-  Spec s;
-  s.family = c.family;
-  s.scheme = c.scheme;
-  s.dtype = c.dtype;
-  s.shards = c.shards;
+  const Spec s = SpecOf(c);
   TempDir dir;
   Weights w = RandomWeights(s, 2024);
   WriteCheckpoint(dir.path, s, w);
