@@ -15,6 +15,7 @@
 #ifdef MOE_WITH_CUDA
 #include <cuda_runtime.h>
 
+#include "ep_layout.h"
 #include "ep_pack.h"
 #endif
 
@@ -99,8 +100,50 @@ static moeStatus_t phase_memory(struct moeEpLayer_s *L, int phase, size_t need, 
   return moeSuccess;
 }
 
-static moeStatus_t upload(moeContext_t ctx, void *dst, const void *src, size_t bytes) {
-  return bytes ? ctx->ops->upload(ctx, dst, src, bytes) : moeSuccess;
+/* The dispatch layout of this rank's T > 0 tokens into the workspace (phase A), by the host
+ * driver on the CPU backend or the device driver on CUDA; then its summary on the host gives
+ * the per-rank counts. The one host synchronization of an EP forward is here: NCCL's and MPI's
+ * message sizes are host arguments. */
+static moeStatus_t build_layout(struct moeEpLayer_s *L, int64_t T, const int32_t *ids,
+                                const float *w, char *A, const moeEpWsPlan *p,
+                                moeStream_t stream) {
+  moeContext_t ctx = L->comm->ctx;
+  moeEpLayout *lay = &L->layout;
+  moeEpLayoutArgs a;
+  a.P = L->P;
+  a.E = L->E;
+  a.E_per = L->E_per;
+  a.K = L->K;
+  a.T = T;
+  a.ids = ids;
+  a.weights = w;
+  a.pos = (int64_t *)(A + p->pos);
+  a.tok_ptr = (int64_t *)(A + p->tok_ptr);
+  a.send_token = (int64_t *)(A + p->send_token);
+  a.tok_rows = (int64_t *)(A + p->tok_rows);
+  a.send_ids = (int32_t *)(A + p->send_ids);
+  a.send_weights = (float *)(A + p->send_w);
+  a.summary = (int64_t *)(A + p->summary);
+  a.scan_scratch = A + p->scan;
+  a.scan_scratch_bytes = p->scan_bytes;
+  const size_t summary_bytes = ((size_t)L->P + 2) * sizeof(int64_t);
+  int32_t bad_value = 0;
+#ifdef MOE_WITH_CUDA
+  if (on_gpu(ctx)) {
+    int e = moe_ep_layout_build_cuda(&a, moe_stream_or_default(ctx, stream));
+    if (e) return moe_error(moeErrorCuda, "EP layout kernels failed to launch (cudaError %d)", e);
+    MOE_TRY(ctx->ops->synchronize(ctx, stream));
+    MOE_TRY(ctx->ops->download(ctx, lay->summary, a.summary, summary_bytes));
+    const int64_t bad = lay->summary[L->P + 1];
+    if (bad != MOE_EP_NO_BAD_ID)
+      MOE_TRY(ctx->ops->download(ctx, &bad_value, ids + bad, sizeof bad_value));
+    return moe_ep_layout_finish(lay, T, lay->summary, bad_value);
+  }
+#endif
+  moe_ep_layout_build_host(&a);
+  memcpy(lay->summary, a.summary, summary_bytes);
+  if (lay->summary[L->P + 1] != MOE_EP_NO_BAD_ID) bad_value = ids[lay->summary[L->P + 1]];
+  return moe_ep_layout_finish(lay, T, lay->summary, bad_value);
 }
 
 static moeStatus_t forward(struct moeEpLayer_s *L, int64_t T, const void *x,
@@ -140,38 +183,11 @@ static moeStatus_t forward(struct moeEpLayer_s *L, int64_t T, const void *x,
     st = moeLayerSharedExperts(L->local, T, x, A + p.shared_out, A + p.stage_a,
                                p.bytes_a - p.stage_a, stream);
   tm.route_s = lap(&c);
-  /* layout on the host */
-  int32_t *h_ids = NULL;
-  float *h_w = NULL;
-  if (st == moeSuccess && T > 0) {
-    if (on_gpu(ctx)) {
-      h_ids = (int32_t *)malloc((size_t)(T * K) * 4);
-      h_w = (float *)malloc((size_t)(T * K) * 4);
-      if (!h_ids || !h_w) st = moe_error(moeErrorOutOfMemory, "EP layout: out of host memory");
-      if (st == moeSuccess) st = ctx->ops->synchronize(ctx, stream);
-      if (st == moeSuccess) st = ctx->ops->download(ctx, h_ids, ids, (size_t)(T * K) * 4);
-      if (st == moeSuccess) st = ctx->ops->download(ctx, h_w, w, (size_t)(T * K) * 4);
-    } else {
-      h_ids = (int32_t *)ids;
-      h_w = (float *)w;
-    }
-    if (st == moeSuccess) st = moe_ep_layout_compute(lay, T, h_ids, h_w);
-    if (on_gpu(ctx)) {
-      free(h_ids);
-      free(h_w);
-    }
-  } else {
-    moe_ep_layout_clear(lay);
-  }
-  if (st == moeSuccess && lay->S > 0) {
-    st = upload(ctx, A + p.send_token, lay->send_token, (size_t)lay->S * 8);
-    if (st == moeSuccess) st = upload(ctx, A + p.tok_rows, lay->tok_rows, (size_t)lay->S * 8);
-    if (st == moeSuccess) st = upload(ctx, A + p.send_ids, lay->send_ids, (size_t)(lay->S * K) * 4);
-    if (st == moeSuccess) st = upload(ctx, A + p.send_w, lay->send_weights, (size_t)(lay->S * K) * 4);
-    if (st == moeSuccess)
-      st = gather_rows(ctx, A + p.send_x, x, AT(A, send_token, const int64_t *), lay->S, row, stream);
-  }
-  if (st == moeSuccess && T > 0) st = upload(ctx, A + p.tok_ptr, lay->tok_ptr, (size_t)(T + 1) * 8);
+  /* layout where the ids are; the host reads back only its summary (P + 2 counts) */
+  if (st == moeSuccess && T > 0) st = build_layout(L, T, ids, w, A, &p, stream);
+  else moe_ep_layout_clear(lay);
+  if (st == moeSuccess && lay->S > 0)
+    st = gather_rows(ctx, A + p.send_x, x, AT(A, send_token, const int64_t *), lay->S, row, stream);
   if (st != moeSuccess) moe_ep_layout_clear(lay);
   tm.layout_s = lap(&c);
 

@@ -9,6 +9,10 @@
 #include "core/status.h"
 #include "ep/ep_layer.h"
 
+#ifdef MOE_WITH_CUDA
+#include "ep_layout.h"
+#endif
+
 /* FNV-1a over the fields (not the bytes: padding is not part of a config). */
 static uint64_t fnv(uint64_t h, const void *p, size_t n) {
   const unsigned char *b = (const unsigned char *)p;
@@ -218,6 +222,16 @@ static size_t stage_scratch(bump *b, const struct moeEpLayer_s *L, int64_t T) {
   return take(b, (int64_t)sb, 1);
 }
 
+/* CUB's temporary storage for the device layout's scans; the host driver needs none. */
+static size_t layout_scan_bytes(const struct moeEpLayer_s *L, int64_t T) {
+#ifdef MOE_WITH_CUDA
+  if (T > 0 && L->comm->ctx->backend == moeBackendCuda) return moe_ep_layout_scan_bytes_cuda(L->P, T);
+#endif
+  (void)L;
+  (void)T;
+  return 0;
+}
+
 moeStatus_t moe_ep_plan_a(const struct moeEpLayer_s *L, int64_t T, moeEpWsPlan *p) {
   bump b = {0, 0};
   const int64_t K = L->K, H = L->H;
@@ -231,6 +245,10 @@ moeStatus_t moe_ep_plan_a(const struct moeEpLayer_s *L, int64_t T, moeEpWsPlan *
   p->send_token = take(&b, S, 8);
   p->tok_ptr = take(&b, T + 1, 8);
   p->tok_rows = take(&b, S, 8);
+  p->pos = take(&b, T > 0 ? mul(&b, L->P, T) + 1 : 0, 8);
+  p->summary = take(&b, (int64_t)L->P + 2, 8);
+  p->scan_bytes = layout_scan_bytes(L, T);
+  p->scan = take(&b, (int64_t)p->scan_bytes, 1);
   p->back = take(&b, mul(&b, S, H), L->es);
   p->stage_a = stage_scratch(&b, L, T);
   p->bytes_a = take(&b, 0, 1);

@@ -31,7 +31,7 @@ struct moeEpLayer_s {
  * (tokens received). Offsets are from the start of each phase's region. */
 typedef struct {
   size_t ids, weights, shared_out, send_x, send_ids, send_w, send_token, tok_ptr, tok_rows,
-      back, stage_a, bytes_a;
+      pos, summary, scan, scan_bytes, back, stage_a, bytes_a;
   size_t recv_x, recv_ids, recv_w, offsets, sorted_pairs, pair_rows, expert_out, partial,
       stage_b, bytes_b;
 } moeEpWsPlan;

@@ -1,13 +1,16 @@
 /* The dispatch layout: from the routed expert ids [T, K] of this rank's tokens, which token
  * rows go to which rank (each token ONCE per destination rank, however many of its experts live
  * there), with which ids and weights, and where each token finds its partial rows when they
- * come back. Computed on the host, the same for every backend; combine reuses it. */
+ * come back. The per-row arrays are built where the ids are (layout_rules.h: one set of rules,
+ * a host driver for the CPU backend, a device driver in kernels/ep_layout.cu); the host keeps
+ * only the per-rank counts that size the exchange. Combine reuses the layout. */
 #ifndef MOE_EP_LAYOUT_H
 #define MOE_EP_LAYOUT_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ep/layout_rules.h"
 #include "moe/moe.h"
 
 #ifdef __cplusplus
@@ -22,16 +25,7 @@ typedef struct {
   int64_t R;                /* rows this rank receives (sum of recv_counts) */
   int64_t *send_counts, *send_displs; /* [P] rows per destination rank, prefix sums */
   int64_t *recv_counts, *recv_displs; /* [P] rows per source rank, prefix sums */
-  int64_t *send_token;      /* [S] token of each sent row: rank-major, tokens ascending */
-  int64_t *tok_ptr;         /* [T + 1] token t's partial rows are tok_rows[tok_ptr[t]..] */
-  int64_t *tok_rows;        /* [S] rows of the send (= combine-back) order, ranks ascending */
-  int32_t *send_ids;        /* [S, K] global ids of the destination's experts, else -1 */
-  float *send_weights;      /* [S, K] their weights, 0 where the id is -1 */
-  int64_t *expert_counts;   /* [E] selections per expert of this rank's tokens */
-  int64_t *rank_counts;     /* [P] selections per destination rank (before the per-rank dedup) */
-  /* capacities of the arrays above (host memory owned by the layout) */
-  int64_t cap_T, cap_S;
-  int64_t *scratch;         /* [2P]: stamp + cursor of the placement passes */
+  int64_t *summary;         /* [P + 2] host copy of the layout's summary (layout_rules.h) */
   int64_t *exchange;        /* [4P]: the counts + status exchange of each forward, allocated
                                here so that forward never has to leave that exchange */
 } moeEpLayout;
@@ -40,10 +34,17 @@ typedef struct {
 moeStatus_t moe_ep_layout_init(moeEpLayout *L, int P, int32_t E, int32_t K);
 void moe_ep_layout_free(moeEpLayout *L);
 
-/* Fills every send-side field from host ids [T, K] (-1 = none) and weights [T, K].
- * Returns: moeSuccess, InvalidArgument (an id outside [-1, E)), OutOfMemory. */
-moeStatus_t moe_ep_layout_compute(moeEpLayout *L, int64_t T, const int32_t *ids,
-                                  const float *weights);
+/* Buffer sizes of one layout over T tokens (rows: T * min(K, P) at most). */
+size_t moe_ep_layout_pos_count(const moeEpLayout *L, int64_t T);
+
+/* The host driver: steps 0-4 of layout_rules.h on host memory (the CPU backend). */
+void moe_ep_layout_build_host(const moeEpLayoutArgs *a);
+
+/* From a host copy of the summary (step 4) of T tokens: S, send_counts and send_displs.
+ * bad_value: the id at the summary's bad index (read by the caller where the ids are), used
+ * only for the message. Returns: moeSuccess, InvalidArgument (an id outside [-1, E)). */
+moeStatus_t moe_ep_layout_finish(moeEpLayout *L, int64_t T, const int64_t *summary,
+                                 int32_t bad_value);
 
 /* An empty send side (T = 0, or a failed rank that still takes part in the exchange). */
 void moe_ep_layout_clear(moeEpLayout *L);

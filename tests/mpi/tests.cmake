@@ -6,7 +6,8 @@ set(_ep_dir ${CMAKE_CURRENT_SOURCE_DIR}/mpi)
 
 add_executable(moe_ep_tests ${_ep_dir}/ep_loopback_test.cc ${_ep_dir}/ep_layout_test.cc
                             ${_ep_dir}/ep_nccl_test.cc)
-target_include_directories(moe_ep_tests PRIVATE ${_ep_dir} ${PROJECT_SOURCE_DIR}/csrc)
+target_include_directories(moe_ep_tests PRIVATE ${_ep_dir} ${PROJECT_SOURCE_DIR}/csrc
+                                                ${PROJECT_SOURCE_DIR}/kernels)
 # moe_static: the layout test calls internal (hidden) functions.
 target_link_libraries(moe_ep_tests PRIVATE moe_static GTest::gtest GTest::gtest_main)
 if(MOE_WITH_CUDA)
