@@ -1,17 +1,21 @@
-// Grouped GEMM entry: the m-tile schedule over device group offsets, then the tensor-core
-// (bf16 / f16) or SIMT (fp32) kernel on a grid sized for the worst case.
+// Grouped GEMM entry: the m-tile schedule over device group offsets, then the skinny kernel for
+// the groups of a few rows and the tensor-core (bf16 / f16) or SIMT (fp32) kernel for the rest,
+// each on a grid sized for the worst case.
 #include "grouped_gemm.h"
 
 #include <cub/block/block_scan.cuh>
 
+#include "gemm_skinny.h"
 #include "gemm_tc.h"
 #include "moe_kernels_common.cuh"
 
 namespace {
 
-// tiles[g] = sum_{h < g} ceil(rows_h / BM), g = 0..G; one block.
+// tiles[g] = sum_{h < g} ceil(rows_h / BM) over the groups of more than skinny_rows rows (the
+// others are the skinny kernel's), g = 0..G; one block.
 __global__ void __launch_bounds__(1024)
-tile_schedule_kernel(const int64_t *__restrict__ offsets, int G, int BM, int32_t *__restrict__ tiles) {
+tile_schedule_kernel(const int64_t *__restrict__ offsets, int G, int BM, int skinny_rows,
+                     int32_t *__restrict__ tiles) {
   using Scan = cub::BlockScan<int, 1024>;
   __shared__ typename Scan::TempStorage temp;
   __shared__ int carry;
@@ -22,7 +26,7 @@ tile_schedule_kernel(const int64_t *__restrict__ offsets, int G, int BM, int32_t
     int n = 0;
     if (g < G) {
       const int64_t rows = offsets[g + 1] - offsets[g];
-      n = static_cast<int>((rows + BM - 1) / BM);
+      if (rows > skinny_rows) n = static_cast<int>((rows + BM - 1) / BM);
     }
     int excl, total;
     Scan(temp).ExclusiveSum(n, excl, total);
@@ -37,19 +41,37 @@ tile_schedule_kernel(const int64_t *__restrict__ offsets, int G, int BM, int32_t
 
 }  // namespace
 
-extern "C" cudaError_t moe_grouped_gemm_init(void) { return moe_gemm_tc_init(); }
+extern "C" cudaError_t moe_grouped_gemm_init(void) {
+  const cudaError_t err = moe_gemm_tc_init();
+  return err != cudaSuccess ? err : moe_gemm_skinny_init();
+}
 
 extern "C" cudaError_t moe_launch_grouped_gemm(const moeGemmParams *p, cudaStream_t stream) {
   if (p->M <= 0 || p->N <= 0) return cudaSuccess;
   const bool tc = p->dtype != moe_kernels::kF32;
+  if (!p->group_offsets && p->M <= moe_kernels::kSkinnyRows) return moe_launch_gemm_skinny(p, nullptr, 1, stream);
   const int BM = tc ? moe_gemm_tc_block_m() : moe_gemm_simt_block_m();
   int64_t m_tiles = (p->M + BM - 1) / BM;
   if (p->group_offsets) {
-    if (p->num_groups <= 0 || !p->tile_scratch) return cudaErrorInvalidValue;
-    tile_schedule_kernel<<<1, 1024, 0, stream>>>(p->group_offsets, p->num_groups, BM, p->tile_scratch);
+    const int64_t G = p->num_groups;
+    if (G <= 0 || !p->tile_scratch) return cudaErrorInvalidValue;
+    // Skinny groups are worth a kernel of their own when the groups average few rows (decode);
+    // in prefill its grid would be spare blocks only.
+    const int skinny_rows = p->M <= moe_kernels::kSkinnyRows * G ? moe_kernels::kSkinnyRows : 0;
+    tile_schedule_kernel<<<1, 1024, 0, stream>>>(p->group_offsets, p->num_groups, BM, skinny_rows,
+                                                 p->tile_scratch);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
-    m_tiles += p->num_groups;  // each group wastes at most one partial tile
+    // each tiled group wastes at most one partial tile; with skinny groups out, at most
+    // M / (skinny_rows + 1) groups are tiled
+    const int64_t tiled_groups = p->M / (skinny_rows + 1);
+    m_tiles += tiled_groups < G ? tiled_groups : G;
+    if (skinny_rows) {
+      int32_t *list = p->tile_scratch + G + 1;
+      if ((err = moe_launch_skinny_list(p, list, stream)) != cudaSuccess) return err;
+      if ((err = moe_launch_gemm_skinny(p, list, p->M < G ? p->M : G, stream)) != cudaSuccess)
+        return err;
+    }
   }
   return tc ? moe_launch_gemm_tc(p, m_tiles, stream) : moe_launch_gemm_simt(p, m_tiles, stream);
 }

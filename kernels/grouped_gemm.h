@@ -5,9 +5,11 @@
  * Rows are grouped (one group per local expert, rows [group_offsets[g], group_offsets[g+1])
  * read from device memory, so no host synchronization is needed); src(r) gathers token rows
  * through sorted_pairs (gather[r] / gather_div) so that no permuted copy of x exists. B is the
- * nn.Linear layout [N, K] per group. bf16/f16 run on tensor cores (mma.sync m16n8k16, fp32
- * accumulate, cp.async pipeline); fp32 runs on a SIMT FMA kernel. Deterministic: each output
- * is one thread's fixed-order sum.
+ * nn.Linear layout [N, K] per group. Groups of a few rows (decode) stream B on the skinny
+ * kernel (CUDA cores, 16-byte loads, bandwidth-bound); the others run bf16/f16 on tensor cores
+ * (mma.sync m16n8k16, fp32 accumulate, cp.async pipeline) and fp32 on a SIMT FMA kernel. Which
+ * kernel takes a group is decided on the device from its row count. Deterministic: each output
+ * is a fixed-order sum.
  *
  * Epilogue, in fp32: v = acc * row_scale + bias; gated (SwiGLU family): output column i uses
  * v_gate = column i and v_up = column Nout + i of B, with Nout = N / 2; then the activation; then
@@ -25,13 +27,20 @@ extern "C" {
 
 #define MOE_GEMM_ACT_NONE (-1) /* else a moeActivation_t */
 
+/* Groups of at most this many rows run on the skinny (memory-bound) kernel when the groups
+ * average no more rows than that; larger groups on the tensor-core (or SIMT) tiles. */
+#define MOE_GEMM_SKINNY_ROWS 8
+/* int32 scratch entries per grouped launch: the m-tile schedule and the skinny group list. */
+#define MOE_GEMM_TILE_SCRATCH(groups) (2 * ((int64_t)(groups) + 1))
+
 typedef struct {
   int32_t dtype;                 /* moeDtype_t of A, B, add and (unless c_f32) C */
   int64_t M;                     /* rows: the most rows the groups can hold (grid size) */
   int64_t N, K;                  /* columns of B (2 * Nout when gated), reduction length */
   int32_t num_groups;            /* > 0 with group_offsets; ignored without */
   const int64_t *group_offsets;  /* [num_groups + 1] device, or NULL: one group of rows [0, M) */
-  int32_t *tile_scratch;         /* [num_groups + 1] int32 device scratch (with group_offsets) */
+  int32_t *tile_scratch;         /* [MOE_GEMM_TILE_SCRATCH(num_groups)] int32 device scratch
+                                    (with group_offsets) */
   const void *A;
   int64_t lda;
   const int64_t *gather;         /* row r reads A row gather[r] / gather_div; NULL = row r */

@@ -266,6 +266,7 @@ struct ExpertsCase {
   int32_t expert_bias;
   moeRouting_t routing;
   bool one_expert;  // every selection on expert 1 (the others get no rows)
+  int64_t max_T = 1000;
 };
 
 const ExpertsCase kExpertsCases[] = {
@@ -278,6 +279,8 @@ const ExpertsCase kExpertsCases[] = {
     {"gpt_oss", 96, 96, 8, 4, moeActivationSwiGLUClamped, 1, moeRoutingTopKSoftmax, false},
     {"input_scale", 64, 32, 16, 1, moeActivationSwiGLU, 0, moeRoutingSigmoidTop1InputScale, false},
     {"one_expert", 64, 200, 8, 2, moeActivationSwiGLU, 1, moeRoutingTopKSoftmax, true},
+    // K past the skinny kernel's 2048-element A tile, in both GEMMs, odd (scalar loads)
+    {"k_tiles", 2100, 2061, 8, 2, moeActivationSwiGLU, 1, moeRoutingTopKSoftmax, false, 24},
 };
 
 class CudaExperts : public ::testing::TestWithParam<std::tuple<ExpertsCase, moeDtype_t>> {};
@@ -299,7 +302,9 @@ TEST_P(CudaExperts, MatchesCpu) {
   ASSERT_EQ(L.status, moeSuccess) << moeGetLastErrorMessage();
   const int32_t K = L.K(), E = c.E;
   const size_t es = dt == moeFloat32 ? 4 : 2;
-  for (int64_t T : {1, 97, 1000}) {
+  // T = 1, 8: every group skinny; 24: skinny and tiled groups in one launch; 97, 1000: tiled
+  for (int64_t T : {1, 8, 24, 97, 1000}) {
+    if (T > c.max_T) continue;
     SCOPED_TRACE("T=" + std::to_string(T));
     const auto x = moe_test::RandomTokens(T, c.H, dt, 20 + T);
     const auto xb = moe_test::ToBytes(x, dt);

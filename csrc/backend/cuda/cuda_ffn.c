@@ -13,7 +13,7 @@ typedef struct {
 static void experts_plan(const moeLayer *L, int64_t T, ExpertsPlan *p) {
   const size_t rows = (size_t)(T > 0 ? T : 0) * (size_t)L->K;
   size_t off = 0;
-  p->tiles = off; off += ALIGN_UP(((size_t)L->E_local + 1) * sizeof(int32_t));
+  p->tiles = off; off += ALIGN_UP((size_t)MOE_GEMM_TILE_SCRATCH(L->E_local) * sizeof(int32_t));
   p->h = off; off += ALIGN_UP(rows * (size_t)L->I * moe_layer_elem_size(L));
   p->total = off;
 }

@@ -1,0 +1,26 @@
+/* Internal to kernels/: the skinny (memory-bound) body of moe_launch_grouped_gemm, for groups of
+ * at most MOE_GEMM_SKINNY_ROWS rows. */
+#ifndef MOE_KERNELS_GEMM_SKINNY_H
+#define MOE_KERNELS_GEMM_SKINNY_H
+
+#include "grouped_gemm.h"
+
+#ifdef __cplusplus
+namespace moe_kernels {
+constexpr int kSkinnyRows = MOE_GEMM_SKINNY_ROWS;
+}
+extern "C" {
+#endif
+
+cudaError_t moe_gemm_skinny_init(void);
+/* list = [count, group ids...] of the groups with 1..MOE_GEMM_SKINNY_ROWS rows (one block). */
+cudaError_t moe_launch_skinny_list(const moeGemmParams *p, int32_t *list, cudaStream_t stream);
+/* list NULL: one group, rows [0, p->M) with p->M <= MOE_GEMM_SKINNY_ROWS; else slots >= the
+ * list's count (blocks past the count exit). */
+cudaError_t moe_launch_gemm_skinny(const moeGemmParams *p, const int32_t *list, int64_t slots,
+                                   cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
