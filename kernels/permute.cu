@@ -1,6 +1,7 @@
-// Permute: key = local expert (E_local for "not here"), value = pair index t * K + j, sorted by
-// CUB's stable radix sort, so that within an expert the rows keep increasing pair order whatever
-// the scheduling: deterministic by construction, no atomics.
+// Permute: key = local expert (E_local for "not here"), value = pair index t * K + j, sorted
+// stably, so that within an expert the rows keep increasing pair order whatever the scheduling:
+// deterministic by construction, no atomics. Up to kRankSortMax pairs (decode) one block ranks
+// them directly in one launch; beyond, CUB's stable radix sort and two small kernels.
 #include "permute.h"
 
 #include <cub/device/device_radix_sort.cuh>
@@ -60,11 +61,49 @@ __global__ void permute_inverse_kernel(const uint32_t *__restrict__ keys,
     pair_rows[sorted[r]] = keys[r] < static_cast<uint32_t>(E_local) ? r : -1;
 }
 
+// Small N in one block: the composite key (local expert, pair) is unique, so a pair's sorted
+// position is the number of pairs whose composite key is smaller; offsets[e] is the number of
+// pairs with a local expert below e. O(N^2 / threads) compares, no scan, one launch.
+constexpr int kRankSortMax = 1024, kRankThreads = 1024;
+
+__global__ void __launch_bounds__(kRankThreads)
+permute_rank_kernel(const int32_t *__restrict__ ids, int N, int begin, int E_local,
+                    int64_t *__restrict__ offsets, int64_t *__restrict__ sorted,
+                    int64_t *__restrict__ pair_rows) {
+  __shared__ uint32_t expert_of[kRankSortMax];
+  for (int i = threadIdx.x; i < N; i += blockDim.x) {
+    const int32_t id = ids[i];
+    const int64_t local = static_cast<int64_t>(id) - begin;
+    expert_of[i] = (id >= 0 && local >= 0 && local < E_local) ? static_cast<uint32_t>(local)
+                                                              : static_cast<uint32_t>(E_local);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < N; i += blockDim.x) {
+    const uint32_t e = expert_of[i];
+    int pos = 0;
+    for (int j = 0; j < N; ++j) {
+      const uint32_t f = expert_of[j];
+      pos += (f < e) || (f == e && j < i);
+    }
+    sorted[pos] = i;
+    pair_rows[i] = e < static_cast<uint32_t>(E_local) ? pos : -1;
+  }
+  for (int e = threadIdx.x; e <= E_local; e += blockDim.x) {
+    int below = 0;
+    for (int j = 0; j < N; ++j) below += expert_of[j] < static_cast<uint32_t>(e);
+    offsets[e] = below;
+  }
+}
+
 struct Layout {
   size_t keys_in, keys_out, vals_in, temp, temp_bytes, total;
 };
 
 cudaError_t layout(int64_t N, int32_t E_local, Layout *L) {
+  if (N <= kRankSortMax) {  // the rank kernel needs no scratch
+    *L = Layout{0, 0, 0, 0, 0, 0};
+    return cudaSuccess;
+  }
   size_t temp = 0;
   cudaError_t err = cub::DeviceRadixSort::SortPairs(
       nullptr, temp, static_cast<const uint32_t *>(nullptr), static_cast<uint32_t *>(nullptr),
@@ -100,6 +139,13 @@ extern "C" cudaError_t moe_launch_permute(const moePermuteParams *p, cudaStream_
   Layout L;
   if ((err = layout(N, p->E_local, &L)) != cudaSuccess) return err;
   if (L.total > p->scratch_bytes) return cudaErrorInvalidValue;
+  if (N <= kRankSortMax) {
+    permute_rank_kernel<<<1, kRankThreads, 0, stream>>>(p->expert_ids, static_cast<int>(N),
+                                                         p->expert_begin, p->E_local,
+                                                         p->expert_offsets, p->sorted_pairs,
+                                                         p->pair_rows);
+    return cudaGetLastError();
+  }
   char *base = static_cast<char *>(p->scratch);
   uint32_t *kin = reinterpret_cast<uint32_t *>(base + L.keys_in);
   uint32_t *kout = reinterpret_cast<uint32_t *>(base + L.keys_out);
