@@ -35,6 +35,7 @@ typedef struct {
   int stages;              /* time the stages one by one (default 1) */
   int stats;               /* --stats */
   const char *json_path, *csv_path;
+  const char *tune_path;   /* --tune FILE: measure the GEMM kernel choices, write the table */
   int quiet;
   /* Routing research overrides (ROUTING.md sections 3-6); < 0 / NULL = keep the preset's. */
   int routing;             /* --routing, a moeRouting_t or -1 */
@@ -56,7 +57,7 @@ typedef struct {
 
 /* One measured (preset, T). Times in microseconds; < 0 = not measured. */
 typedef struct {
-  char preset[32];
+  char preset[48];          /* preset name, or "name/variant" under --tune */
   char backend[8];
   char dtype[8];
   char routing[32];

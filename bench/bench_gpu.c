@@ -2,6 +2,7 @@
  * copy, cuBLAS bf16 GEMM), the forward captured into CUDA graphs (one per rotating input
  * buffer) and timed with events over replays; per-stage times with events around each call. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,13 +224,14 @@ static void launch(moeLayer_t layer, int64_t T, gpuT *g, int i, int graphs, void
 
 static void bench_one(const benchOptions *opt, benchReport *rep, benchSource *p,
                       moeLayer_t layer, const moeLayerConfig_t *cfg, const benchDims *d, int32_t K,
-                      int64_t T, void *ws, size_t wsb, cudaStream_t s) {
+                      int64_t T, void *ws, size_t wsb, cudaStream_t s, const char *variant) {
   const size_t es = bench_dtype_size(cfg->dtype);
   const size_t xbytes = (size_t)(T * d->H) * es;
   const int64_t Tr = T * d->heads;
   benchRow row;
   memset(&row, 0, sizeof row);
-  snprintf(row.preset, sizeof row.preset, "%s", p->name);
+  snprintf(row.preset, sizeof row.preset, "%s%s%s", p->name, variant ? "/" : "",
+           variant ? variant : "");
   snprintf(row.backend, sizeof row.backend, "cuda");
   snprintf(row.dtype, sizeof row.dtype, "%s", bench_dtype_name(cfg->dtype));
   snprintf(row.routing, sizeof row.routing, "%s", bench_routing_name(cfg->routing));
@@ -406,6 +408,90 @@ static void bench_one(const benchOptions *opt, benchReport *rep, benchSource *p,
   bench_report_add(rep, &row);
 }
 
+/* ---- --tune: every GEMM kernel choice per T, the fastest written as a tuning table ---- */
+
+static const char *const kTuneKernels[] = {"tiled", "skinny"};
+#define TUNE_CHOICES 2
+
+typedef struct {
+  char *text;
+  size_t len, cap;
+} tuneTable;
+
+static void tune_append(tuneTable *t, const char *fmt, ...) {
+  char line[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if (t->len + (size_t)n + 1 > t->cap) {
+    t->cap = (t->len + (size_t)n + 1) * 2;
+    char *grown = realloc(t->text, t->cap);
+    if (!grown) {
+      fprintf(stderr, "moe-bench: out of host memory\n");
+      exit(1);
+    }
+    t->text = grown;
+  }
+  memcpy(t->text + t->len, line, (size_t)n + 1);
+  t->len += (size_t)n;
+}
+
+/* The table lines of this layer's grouped GEMMs for one T (rows: the groups' average). */
+static void tune_entries(tuneTable *t, const moeLayerConfig_t *cfg, const benchDims *d, int32_t K,
+                         int64_t T, const char *kernel) {
+  const char *dt = bench_dtype_name(cfg->dtype);
+  const int64_t routed_rows = (T * d->heads * K + d->E - 1) / d->E;
+  tune_append(t, "%s %lld %lld %lld %s\n", dt, (long long)d->GI, (long long)d->Hr,
+              (long long)routed_rows, kernel);
+  tune_append(t, "%s %lld %lld %lld %s\n", dt, (long long)d->Hr, (long long)d->I,
+              (long long)routed_rows, kernel);
+  if (d->S > 0 && d->heads == 1) {
+    tune_append(t, "%s %lld %lld %lld %s\n", dt, (long long)d->GIs, (long long)d->H, (long long)T,
+                kernel);
+    tune_append(t, "%s %lld %lld %lld %s\n", dt, (long long)d->H, (long long)d->Is, (long long)T,
+                kernel);
+  }
+}
+
+/* Times every T under each kernel choice (forced through a table that covers every row count
+ * of this layer's shapes), and appends the fastest choice per T to out. */
+static void tune_preset(const benchOptions *opt, benchReport *rep, benchSource *p, moeContext_t ctx,
+                        moeLayer_t layer, const moeLayerConfig_t *cfg, const benchDims *d,
+                        int32_t K, const int64_t *Ts, int nT, void *ws, size_t wsb, cudaStream_t s,
+                        tuneTable *out) {
+  char force_path[1100];
+  snprintf(force_path, sizeof force_path, "%s.force", opt->tune_path);
+  tune_append(out, "# %s\n", p->name);
+  for (int i = 0; i < nT; ++i) {
+    double best_us = -1.0;
+    int best = -1;
+    for (int c = 0; c < TUNE_CHOICES; ++c) {
+      tuneTable force = {NULL, 0, 0};
+      tune_entries(&force, cfg, d, K, (int64_t)1 << 40, kTuneKernels[c]);
+      FILE *f = fopen(force_path, "w");
+      if (!f || fputs(force.text, f) < 0 || fclose(f) != 0) {
+        fprintf(stderr, "moe-bench: cannot write %s\n", force_path);
+        exit(1);
+      }
+      free(force.text);
+      bench_check_status(moeContextLoadTuning(ctx, force_path), "moeContextLoadTuning");
+      const int before = rep->num_rows;
+      bench_one(opt, rep, p, layer, cfg, d, K, Ts[i], ws, wsb, s, kTuneKernels[c]);
+      if (rep->num_rows == before) continue; /* skipped (out of memory) */
+      const double us = rep->rows[rep->num_rows - 1].median_us;
+      if (best < 0 || us < best_us) best_us = us, best = c;
+    }
+    if (best >= 0) {
+      tune_append(out, "# T = %lld: %s %.1f us\n", (long long)Ts[i], kTuneKernels[best], best_us);
+      tune_entries(out, cfg, d, K, Ts[i], kTuneKernels[best]);
+    }
+  }
+  remove(force_path);
+  bench_check_status(moeContextLoadTuning(ctx, NULL), "moeContextLoadTuning(NULL)");
+}
+
 int bench_run_gpu(const benchOptions *opt, benchReport *rep) {
   cudaStream_t s;
   CU(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
@@ -421,6 +507,11 @@ int bench_run_gpu(const benchOptions *opt, benchReport *rep) {
   const int64_t *Ts;
   int64_t Tmax;
   const int nT = bench_token_counts(opt, 1, &Ts, &Tmax);
+  tuneTable tune = {NULL, 0, 0};
+  if (opt->tune_path)
+    tune_append(&tune, "# libmoe GEMM tuning table (moe-bench --tune), format: csrc/core/tuning.h\n"
+                       "# device: %s, driver %s, commit %s, %s\n",
+                rep->env.device, rep->env.driver, rep->env.commit, rep->env.date);
 
   for (int pi = 0; pi < bench_source_count(opt); ++pi) {
     benchSource src;
@@ -462,12 +553,27 @@ int bench_run_gpu(const benchOptions *opt, benchReport *rep) {
       bench_report_begin_preset(rep, p->name, &cfg, scale);
       fprintf(stderr, "(%s: layer created and weights set in %.1f s)\n", p->name, upload_s);
     }
-    for (int i = 0; i < nT; ++i) bench_one(opt, rep, p, layer, &cfg, &d, K, Ts[i], ws, wsb, s);
+    if (opt->tune_path)
+      tune_preset(opt, rep, p, ctx, layer, &cfg, &d, K, Ts, nT, ws, wsb, s, &tune);
+    else
+      for (int i = 0; i < nT; ++i) bench_one(opt, rep, p, layer, &cfg, &d, K, Ts[i], ws, wsb, s, NULL);
     cudaFree(ws);
     moeLayerDestroy(layer);
     bench_source_close(&src);
   }
   moeContextDestroy(ctx);
+  if (opt->tune_path) {
+    FILE *f = fopen(opt->tune_path, "w");
+    int ok = f && tune.text && fputs(tune.text, f) >= 0;
+    if (f && fclose(f) != 0) ok = 0;
+    if (!ok) {
+      fprintf(stderr, "moe-bench: cannot write the tuning table %s\n", opt->tune_path);
+      free(tune.text);
+      return 1;
+    }
+    if (!opt->quiet) fprintf(stderr, "moe-bench: tuning table written to %s\n", opt->tune_path);
+    free(tune.text);
+  }
   cudaStreamDestroy(s);
   return rep->failures ? 1 : 0;
 }

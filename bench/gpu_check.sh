@@ -31,6 +31,9 @@
 #                      they finish, so a cut run keeps the finished ones [150]
 #   MOE_PEERS_TOKENS   its token counts                     [1,8,32,64,128,256,1024,4096,16384]
 #   MOE_PEERS_ARGS     extra compare_torch.py arguments (word-split), e.g. --transformers
+#   MOE_BENCH_TUNE     presets to run moe-bench --tune on (the kernel-choice table, written
+#                      to <results>-tuning.txt), space-separated; empty = skip [empty: a
+#                      second device call, MOE_BENCH_TUNE="mixtral-8x7b deepseek-v3", does it]
 #   BUILD_DIR          build directory                      [build]
 #   JOBS               build parallelism                    [16]
 set -uo pipefail
@@ -258,6 +261,21 @@ if [ "$peers_time" -gt 0 ]; then
   [ -s "$work/peers.txt" ] && fence "$work/peers.txt"
 fi
 
+# ---- the tuner: moe-bench --tune (opt-in) -------------------------------------------------------
+status_tune="not run (MOE_BENCH_TUNE empty)"
+if [ -n "${MOE_BENCH_TUNE:-}" ] && [ -x "$bench" ]; then
+  limit=$(cap 300)
+  tune_args=()
+  for p in $MOE_BENCH_TUNE; do tune_args+=(--preset "$p"); done
+  timeout "$limit" "$bench" --backend cuda "${tune_args[@]}" --tokens "$tokens" --no-stages \
+    --max-time 0.3 --tune "$base-tuning.txt" --json "$work/tune.json" >"$work/tune.txt" 2>&1
+  rc=$?
+  status_tune="rc $rc, table $(basename "$base")-tuning.txt"
+  section "moe-bench --tune: $status_tune"
+  fence "$work/tune.txt"
+  [ -s "$base-tuning.txt" ] && fence "$base-tuning.txt"
+fi
+
 # ---- summary -------------------------------------------------------------------------------------
 {
   echo "| step | result |"
@@ -267,6 +285,7 @@ fi
   echo "| memcheck | $status_memcheck |"
   echo "| racecheck | $status_racecheck |"
   echo "| peers (compare_torch.py) | $status_peers |"
+  echo "| tuner (moe-bench --tune) | $status_tune |"
   echo "| bench presets run |${bench_done:- none} |"
   [ -n "$bench_skipped" ] && echo "| bench presets skipped (time) |$bench_skipped |"
   echo

@@ -151,6 +151,11 @@ int main(int argc, char **argv) {
     gpu = bench_gpu_available();
   }
   if (opt.check < 0) opt.check = gpu ? 0 : 1;
+  if (opt.tune_path && !gpu) {
+    fprintf(stderr, "moe-bench: --tune measures the CUDA backend's kernels: it needs a visible GPU "
+                    "(the CPU backend has no kernel choices)\n");
+    return 2;
+  }
 
   /* Validate every configuration before any work, so a bad combination fails at once. */
   for (int i = 0; i < bench_source_count(&opt); ++i) {

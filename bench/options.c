@@ -87,6 +87,10 @@ void bench_print_help(FILE *f) {
       "Output:\n"
       "      --json FILE         write every result and the environment as JSON\n"
       "      --csv FILE          write one CSV row per (preset, T)\n"
+      "      --tune FILE         GPU: time each T with every expert-GEMM kernel choice (rows\n"
+      "                          'preset/tiled', 'preset/skinny') and write the fastest per\n"
+      "                          shape to FILE, a table for moeContextLoadTuning or\n"
+      "                          MOE_TUNING_FILE (format: csrc/core/tuning.h)\n"
       "  -q, --quiet             no table on stdout (use with --json / --csv)\n"
       "      --roofline          print the roofline floors of every preset at full size (bf16)\n"
       "                          for --peak-bw / --peak-tflops, and exit\n"
@@ -170,6 +174,7 @@ void bench_options_defaults(benchOptions *o) {
 static const char *const kWithValue[] = {
     "--preset", "-p", "--scale", "-s", "--tokens", "-t", "--dtype", "-d", "--backend", "-b",
     "--iters", "-n", "--warmup", "-w", "--seed", "--threads", "--check-tokens", "--json", "--csv",
+    "--tune",
     "--routing", "--top-p", "--k-max", "--capacity-factor", "--drop-policy", "--expert-choice",
     "--heads", "--peak-bw", "--peak-tflops", "--max-time", "--checkpoint", "--layer", NULL};
 
@@ -273,6 +278,7 @@ int bench_parse_options(int argc, char **argv, benchOptions *o) {
     } else if (IS("--check-tokens")) {
       if (parse_int(val, 1, 1 << 20, &o->check_tokens)) BAD("--check-tokens (an integer >= 1)");
     } else if (IS("--json")) o->json_path = val;
+    else if (IS("--tune")) o->tune_path = val;
     else if (IS("--csv")) o->csv_path = val;
     else if (IS("--routing")) {
       o->routing = bench_routing_parse(val);

@@ -49,15 +49,19 @@ extern "C" cudaError_t moe_grouped_gemm_init(void) {
 extern "C" cudaError_t moe_launch_grouped_gemm(const moeGemmParams *p, cudaStream_t stream) {
   if (p->M <= 0 || p->N <= 0) return cudaSuccess;
   const bool tc = p->dtype != moe_kernels::kF32;
-  if (!p->group_offsets && p->M <= moe_kernels::kSkinnyRows) return moe_launch_gemm_skinny(p, nullptr, 1, stream);
+  constexpr int kAuto = -1, kSkinny = 1;
+  const bool may_skinny = p->kernel == kAuto || p->kernel == kSkinny;
+  if (!p->group_offsets && may_skinny && p->M <= moe_kernels::kSkinnyRows)
+    return moe_launch_gemm_skinny(p, nullptr, 1, stream);
   const int BM = tc ? moe_gemm_tc_block_m() : moe_gemm_simt_block_m();
   int64_t m_tiles = (p->M + BM - 1) / BM;
   if (p->group_offsets) {
     const int64_t G = p->num_groups;
     if (G <= 0 || !p->tile_scratch) return cudaErrorInvalidValue;
-    // Skinny groups are worth a kernel of their own when the groups average few rows (decode);
-    // in prefill its grid would be spare blocks only.
-    const int skinny_rows = p->M <= moe_kernels::kSkinnyRows * G ? moe_kernels::kSkinnyRows : 0;
+    // Heuristic: skinny groups are worth a kernel of their own when the groups average few rows
+    // (decode); in prefill its grid would be spare blocks only. A tuning table may decide.
+    const bool skinny = p->kernel == kSkinny || (p->kernel == kAuto && p->M <= moe_kernels::kSkinnyRows * G);
+    const int skinny_rows = skinny ? moe_kernels::kSkinnyRows : 0;
     tile_schedule_kernel<<<1, 1024, 0, stream>>>(p->group_offsets, p->num_groups, BM, skinny_rows,
                                                  p->tile_scratch);
     cudaError_t err = cudaGetLastError();

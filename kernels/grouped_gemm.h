@@ -58,6 +58,8 @@ typedef struct {
   void *C;
   int64_t ldc;
   int32_t c_f32;
+  int32_t kernel;                /* moeGemmKernel (csrc/core/tuning.h): -1 the heuristic,
+                                    0 tiles only, 1 skinny groups on the skinny kernel */
 } moeGemmParams;
 
 /* Once per device (context creation): kernel attributes, e.g. the tensor-core kernel's 64 KiB of

@@ -89,7 +89,14 @@ moeStatus_t moeContextCreate(moeContext_t *ctx, const moeContextConfig_t *config
   c->stream = cfg.stream;
   c->allocator = cfg.allocator;
   c->num_threads = cfg.num_threads;
+  /* A table named by the environment is the user's explicit request: a bad one fails here. */
+  const char *table = getenv("MOE_TUNING_FILE");
+  if (table && *table && (st = moe_tuning_load(table, &c->tuning)) != moeSuccess) {
+    free(c);
+    return moe_error(st, "moeContextCreate: MOE_TUNING_FILE: %s", moeGetLastErrorMessage());
+  }
   if (c->ops->context_init && (st = c->ops->context_init(c)) != moeSuccess) {
+    moe_tuning_free(&c->tuning);
     free(c);
     return st;
   }
@@ -101,8 +108,19 @@ moeStatus_t moeContextDestroy(moeContext_t ctx) {
   moe_clear_error();
   if (!ctx) return moeSuccess;
   if (ctx->ops->context_fini) ctx->ops->context_fini(ctx);
+  moe_tuning_free(&ctx->tuning);
   free(ctx);
   return moeSuccess;
+}
+
+moeStatus_t moeContextLoadTuning(moeContext_t ctx, const char *path) {
+  moe_clear_error();
+  MOE_CHECK_NOT_NULL(ctx);
+  if (!path) {
+    moe_tuning_free(&ctx->tuning);
+    return moeSuccess;
+  }
+  return moe_tuning_load(path, &ctx->tuning);
 }
 
 moeStatus_t moeContextGetBackend(moeContext_t ctx, moeBackend_t *backend) {

@@ -2,6 +2,7 @@
 #ifndef MOE_CORE_CONTEXT_H
 #define MOE_CORE_CONTEXT_H
 
+#include "core/tuning.h"
 #include "moe/moe.h"
 
 #ifdef __cplusplus
@@ -18,6 +19,7 @@ struct moeContext_s {
   int num_threads;                  /* CPU backend; 0 = OpenMP default */
   const struct moeBackendOps *ops;  /* the backend's stage implementations */
   void *backend_state;              /* owned by the backend (cuBLAS handle, events, ...) */
+  moeTuningTable tuning;            /* GEMM kernel choices; empty = the heuristic */
 };
 
 /* Backend memory through the user's allocator when one is set, else the backend's own. */

@@ -192,6 +192,16 @@ MOE_API moeStatus_t moeGetCudaDeviceCount(int *count);
  * Returns: moeSuccess or moeErrorCuda. */
 MOE_API moeStatus_t moeContextSynchronize(moeContext_t ctx);
 
+/* Loads a table of kernel choices for the CUDA backend's expert GEMMs (skinny or tiled, per
+ * dtype, shape and rows per expert), as written by `moe-bench --tune FILE` on the GPU at hand;
+ * shapes it does not cover keep the built-in heuristic. Replaces the previous table; path NULL
+ * goes back to the heuristic alone. The variable MOE_TUNING_FILE names a table that every new
+ * context loads. A CPU context validates and keeps the table (the CPU backend has no kernel
+ * choices). Not to be called while work of this context is being enqueued on another thread.
+ * Returns: moeSuccess, moeErrorInvalidArgument (unreadable file, or a malformed line: the
+ *          message names file:line and the field; the previous table is kept), OutOfMemory. */
+MOE_API moeStatus_t moeContextLoadTuning(moeContext_t ctx, const char *path);
+
 /* ---------------------------------------------------------------------------------------------
  * Layer configuration
  * ------------------------------------------------------------------------------------------- */

@@ -2,6 +2,7 @@
  * combine, and the multi-head projections. Enqueue-only, graph-capturable. */
 #include "backend/cuda/cuda_backend.h"
 #include "combine.h"
+#include "core/tuning.h"
 #include "grouped_gemm.h"
 
 #define ALIGN_UP(v) (((v) + (size_t)255) & ~(size_t)255)
@@ -64,7 +65,16 @@ static moeGemmParams gemm_defaults(const moeLayer *L) {
   g.C = NULL;
   g.ldc = 0;
   g.c_f32 = 0;
+  g.kernel = MOE_GEMM_KERNEL_AUTO;
   return g;
+}
+
+/* The context's tuning table decides the kernel of g's shape, else the heuristic (AUTO). The
+ * rows per group are the average the host can know without a synchronization: M / groups. */
+static void choose_kernel(const moeLayer *L, moeGemmParams *g) {
+  const int64_t groups = g->group_offsets ? g->num_groups : 1;
+  const int64_t rows = (g->M + groups - 1) / groups;
+  g->kernel = (int32_t)moe_tuning_lookup(&L->ctx->tuning, g->dtype, g->N, g->K, rows);
 }
 
 moeStatus_t moe_cuda_experts(const moeLayer *L, const moeExpertsArgs *a, moeScratch s,
@@ -102,6 +112,7 @@ moeStatus_t moe_cuda_experts(const moeLayer *L, const moeExpertsArgs *a, moeScra
   g1.gated = L->gated;
   g1.C = h;
   g1.ldc = L->I;
+  choose_kernel(L, &g1);
   MOE_CUDA_TRY(moe_launch_grouped_gemm(&g1, st), "experts: grouped GEMM1 (gate/up + activation)");
 
   /* GEMM2: expert_out[r] = h[r] W_down^T + b_down. */
@@ -120,6 +131,7 @@ moeStatus_t moe_cuda_experts(const moeLayer *L, const moeExpertsArgs *a, moeScra
   g2.bias_group_stride = L->Hr;
   g2.C = a->expert_out;
   g2.ldc = L->Hr;
+  choose_kernel(L, &g2);
   MOE_CUDA_TRY(moe_launch_grouped_gemm(&g2, st), "experts: grouped GEMM2 (down)");
   return moeSuccess;
 }
@@ -150,6 +162,7 @@ moeStatus_t moe_cuda_shared_experts(const moeLayer *L, const moeSharedArgs *a, m
     g1.gated = L->gated;
     g1.C = h;
     g1.ldc = L->Is;
+    choose_kernel(L, &g1);
     MOE_CUDA_TRY(moe_launch_grouped_gemm(&g1, st), "shared experts: GEMM1");
 
     /* Shared experts are summed in fp32 (acc) and rounded once, by the last one. */
@@ -168,6 +181,7 @@ moeStatus_t moe_cuda_shared_experts(const moeLayer *L, const moeSharedArgs *a, m
       g2.C = acc;
       g2.c_f32 = 1;
     }
+    choose_kernel(L, &g2);
     MOE_CUDA_TRY(moe_launch_grouped_gemm(&g2, st), "shared experts: GEMM2");
   }
   return moeSuccess;
@@ -204,6 +218,7 @@ moeStatus_t moe_cuda_project(const moeLayer *L, const moeProjectArgs *a, moeScra
   g.add = a->add;
   g.C = a->out;
   g.ldc = L->H;
+  choose_kernel(L, &g);
   MOE_CUDA_TRY(moe_launch_grouped_gemm(&g, moe_cuda_stream(L->ctx, stream)), "project");
   return moeSuccess;
 }
