@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -56,10 +57,14 @@ thread_local int t_device = 0;
 
 constexpr size_t kDefaultDynamicSmem = 48 * 1024, kOptinSmemPerBlock = 227 * 1024;
 
-cudaError_t fail(cudaError_t e) {
+// MOE_EMU_TRACE=1 in the environment: every failing call is reported on stderr.
+cudaError_t fail_at(cudaError_t e, const char *where) {
+  static const bool trace = std::getenv("MOE_EMU_TRACE") != nullptr;
+  if (trace) std::fprintf(stderr, "[moe CUDA emulator] %s returns %s\n", where, cudaGetErrorString(e));
   t_last_error = e;
   return e;
 }
+#define fail(e) fail_at((e), __func__)
 
 CUstream_st *resolve(cudaStream_t s) {
   if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) return &g_legacy_stream;
