@@ -132,6 +132,16 @@ struct StackPool {
 thread_local BlockRun *t_run = nullptr;
 thread_local StackPool t_stacks;
 
+// MOE_EMU_SCHEDULE=reverse runs the ready threads of a block from the last to the first, so a
+// read that only a missing barrier orders sees the other outcome than in the default order.
+bool reverse_order() {
+  static const bool reverse = [] {
+    const char *s = std::getenv("MOE_EMU_SCHEDULE");
+    return s && std::strcmp(s, "reverse") == 0;
+  }();
+  return reverse;
+}
+
 const char *op_name(int op) {
   switch (op) {
     case kOpSyncWarp: return "__syncwarp";
@@ -309,9 +319,9 @@ void complete_warp(WarpSync &w, int warp_index) {
           std::memcpy(&f, &u, 4);
           return f;
         }
-        __half x;
-        std::memcpy(&x, &h, 2);
-        return __half2float(x);
+        __half_raw raw;
+        raw.x = h;
+        return __half2float(__half(raw));
       };
       auto lo = [](uint32_t v) { return static_cast<uint16_t>(v & 0xffffu); };
       auto hi = [](uint32_t v) { return static_cast<uint16_t>(v >> 16); };
@@ -455,11 +465,13 @@ void run_grid(const LaunchSpec &spec, const std::function<void()> &body) {
         r.at_barrier = r.done = 0;
         while (r.done < r.n) {
           bool ran = false;
-          for (auto &f : r.fibers)
+          for (int k = 0; k < r.n; ++k) {
+            Fiber &f = r.fibers[static_cast<size_t>(reverse_order() ? r.n - 1 - k : k)];
             if (f.state == State::kReady) {
               resume(r, f);
               ran = true;
             }
+          }
           if (ran) continue;
           // Nobody can run: a barrier completes when every thread that has not exited is there.
           if (r.at_barrier > 0 && r.at_barrier + r.done == r.n) {
