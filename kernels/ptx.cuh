@@ -66,18 +66,16 @@ __device__ __forceinline__ void st_shared_v4(uint32_t dst, uint32_t w0, uint32_t
 #else  // MOE_CUDA_EMULATION
 
 // cp.async.cg with src-size n: n bytes copied, the rest of the 16 zero-filled. Both addresses
-// must be 16-byte aligned (the hardware faults otherwise); the copy lands at once, so commit
-// and wait have nothing to do.
+// must be 16-byte aligned (the hardware faults otherwise). The emulator performs the copy as
+// late as the ISA allows, at the wait_group that covers its group.
 inline void cp_async16(uint32_t dst, const void *src, bool valid) {
   const size_t n = valid ? 16 : 0;
   if (dst % 16 != 0 || (n && reinterpret_cast<uintptr_t>(src) % 16 != 0))
     moe_emu::fatal("cp.async.cg 16: misaligned shared 0x%x or global %p", dst, src);
-  unsigned char *d = static_cast<unsigned char *>(moe_emu::shared_ptr(dst, 16));
-  if (n) std::memcpy(d, src, n);
-  std::memset(d + n, 0, 16 - n);
+  moe_emu::cp_async_queue(dst, src, n, 16);
 }
-inline void cp_async_commit() {}
-template <int N> inline void cp_async_wait() {}
+inline void cp_async_commit() { moe_emu::cp_async_commit_group(); }
+template <int N> inline void cp_async_wait() { moe_emu::cp_async_wait_group(N); }
 
 inline void ldmatrix_x4(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
   uint32_t out[4];

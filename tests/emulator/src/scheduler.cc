@@ -77,7 +77,16 @@ constexpr size_t kGuardBytes = 4096;
 
 enum class State { kReady, kAtBarrier, kAtWarp, kDone };
 
+struct AsyncCopy {
+  uint32_t dst;
+  const void *src;
+  size_t src_bytes, total_bytes;
+  int group;  // -1 until committed
+};
+
 struct Fiber {
+  std::vector<AsyncCopy> async_copies;  // cp.async issued and not yet performed
+  int async_groups = 0;                 // groups committed so far
   void *sp = nullptr;
   State state = State::kReady;
   uint3 tid{};
@@ -188,6 +197,7 @@ void fiber_main() {
   Fiber &f = *r.current;
   asan_enter_fiber(r, f);
   (*r.body)();
+  cp_async_wait_group(0);  // copies still in flight land before the block's memory goes
   f.state = State::kDone;
   ++r.done;
 #ifdef MOE_EMU_ASAN
@@ -408,6 +418,36 @@ void warp_collective(int op, uint32_t mask, const void *in, size_t in_bytes, voi
 
 void *dynamic_smem() { return run().smem; }
 
+void cp_async_queue(uint32_t dst, const void *src, size_t src_bytes, size_t total_bytes) {
+  shared_ptr(dst, total_bytes);  // bounds-checked at issue
+  run().current->async_copies.push_back(AsyncCopy{dst, src, src_bytes, total_bytes, -1});
+}
+
+void cp_async_commit_group() {
+  Fiber &f = *run().current;
+  for (auto &c : f.async_copies)
+    if (c.group < 0) c.group = f.async_groups;
+  ++f.async_groups;
+}
+
+void cp_async_wait_group(int newest_pending) {
+  Fiber &f = *run().current;
+  // Groups numbered below this one must be complete; uncommitted copies are not waited for.
+  const int complete_below = f.async_groups - newest_pending;
+  size_t kept = 0;
+  for (size_t i = 0; i < f.async_copies.size(); ++i) {
+    const AsyncCopy c = f.async_copies[i];
+    if (c.group >= 0 && c.group < complete_below) {
+      auto *d = static_cast<unsigned char *>(shared_ptr(c.dst, c.total_bytes));
+      if (c.src_bytes) std::memcpy(d, c.src, c.src_bytes);
+      std::memset(d + c.src_bytes, 0, c.total_bytes - c.src_bytes);
+    } else {
+      f.async_copies[kept++] = c;
+    }
+  }
+  f.async_copies.resize(kept);
+}
+
 uint32_t shared_addr(const void *p) {
   BlockRun &r = run();
   const auto *c = static_cast<const unsigned char *>(p);
@@ -459,6 +499,8 @@ void run_grid(const LaunchSpec &spec, const std::function<void()> &body) {
               f.tid = uint3{x, y, z};
               f.linear = i;
               f.asan_fake = nullptr;
+              f.async_copies.clear();
+              f.async_groups = 0;
               init_fiber(f, t_stacks.get(static_cast<size_t>(i), static_cast<size_t>(r.n)));
             }
         for (auto &w : r.warps) w.arrived = 0;

@@ -54,6 +54,12 @@ MOE_EMU_API void *dynamic_smem();
 // Emulated 32-bit shared-memory addresses: offsets into the block's dynamic shared memory.
 MOE_EMU_API uint32_t shared_addr(const void *p);
 MOE_EMU_API void *shared_ptr(uint32_t addr, size_t bytes);
+// cp.async as the ISA allows it to happen at the latest: a copy is queued by the issuing
+// thread, commit closes a group, and wait_group(n) performs every group but the n newest.
+// A kernel that waits for too few groups then reads shared memory the copy has not reached.
+MOE_EMU_API void cp_async_queue(uint32_t dst, const void *src, size_t src_bytes, size_t total_bytes);
+MOE_EMU_API void cp_async_commit_group();
+MOE_EMU_API void cp_async_wait_group(int newest_pending);
 [[noreturn]] MOE_EMU_API void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // A kernel launch: grid, block, dynamic shared memory, stream; fn identifies the kernel for
