@@ -11,7 +11,7 @@ if(NOT MOE_WITH_MPI)
 endif()
 
 set(MOE_WITH_NCCL OFF)
-if(MOE_WITH_CUDA)
+if(MOE_WITH_CUDA AND NOT MOE_CUDA_EMULATION)  # the emulator has no NCCL
   find_library(NCCL_LIBRARY nccl HINTS /usr/local/cuda/lib64 ${CUDAToolkit_LIBRARY_DIR}
                ENV NCCL_HOME PATH_SUFFIXES lib lib64)
   find_path(NCCL_INCLUDE_DIR nccl.h HINTS /usr/local/cuda/include ${CUDAToolkit_INCLUDE_DIRS}

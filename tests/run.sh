@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Builds libmoe (CUDA kernels too when nvcc is found) and runs every test suite through ctest.
 # GPU suites skip themselves where no GPU is visible; the CPU suites always run.
-#   bash tests/run.sh            # build dir: build/
-#   BUILD_DIR=build-x bash tests/run.sh -DMOE_WITH_CUDA=OFF   # extra args go to cmake
+# Then, where python3 and the CUDA headers exist, a second build runs the GPU suites on the
+# CPU emulation of the CUDA device (tests/emulator/README.md), so the kernels execute here too.
+#   bash tests/run.sh            # build dirs: build/ and build-emu/
+#   BUILD_DIR=build-x bash tests/run.sh -DMOE_WITH_CUDA=OFF   # extra args go to the first cmake
+#   MOE_SKIP_EMULATION=1 bash tests/run.sh                    # the first pass only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
@@ -10,3 +13,19 @@ build="${BUILD_DIR:-build}"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"
 cmake --build "$build" -j "$(nproc)"
 ctest --test-dir "$build" --output-on-failure -j "$(nproc)"
+
+cuda_include="${CUDA_HOME:-/usr/local/cuda}/include"
+if [ -n "${MOE_SKIP_EMULATION:-}" ]; then
+  exit 0
+elif ! command -v python3 >/dev/null || [ ! -f "$cuda_include/cuda_runtime_api.h" ]; then
+  echo "run.sh: no python3 or no CUDA headers in $cuda_include: GPU suites not emulated"
+  exit 0
+fi
+emu="${build}-emu"
+cmake -S . -B "$emu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_CUDA_EMULATION=ON \
+  -DMOE_BUILD_BENCH=OFF -DMOE_WITH_MPI=OFF
+cmake --build "$emu" -j "$(nproc)" --target moe_gpu_tests moe_emulator_tests moe_ep_tests
+# The GPU suites and the emulator's own check (label gpu), then the CUDA cases of the
+# expert-parallel loopback suite.
+ctest --test-dir "$emu" --output-on-failure -j "$(nproc)" -L gpu
+ctest --test-dir "$emu" --output-on-failure -j "$(nproc)" -R 'EpLoopback.*Cuda_'

@@ -138,7 +138,7 @@ TEST(CudaForward, GraphCaptureReplayAndDeterminism) {
   for (uint64_t seed : {71, 72, 73}) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     const auto xb = moe_test::ToBytes(moe_test::RandomTokens(T, c.H, dt, seed), dt);
-    dx.Put(xb.data(), xb.size());
+    dx.Put(xb.data(), dx.size());  // xb has one spare byte (ToBytes), dx exactly T * H
     dy.Poison();
     CUDA_ASSERT_OK(cudaGraphLaunch(exec, s));
     CUDA_ASSERT_OK(cudaStreamSynchronize(s));
@@ -152,7 +152,7 @@ TEST(CudaForward, GraphCaptureReplayAndDeterminism) {
   }
   // Same input again: bitwise the same output, by graph replay and by a plain call.
   const auto xb = moe_test::ToBytes(moe_test::RandomTokens(T, c.H, dt, 71), dt);
-  dx.Put(xb.data(), xb.size());
+  dx.Put(xb.data(), dx.size());
   for (int rep = 0; rep < 3; ++rep) {
     dy.Poison();
     CUDA_ASSERT_OK(cudaGraphLaunch(exec, s));

@@ -37,18 +37,21 @@ class DevBuf {
   // byte 0xFF: NaN in every float dtype but -1 in every integer, a valid "none" for ids and
   // pair_rows; integer outputs where -1 is valid are poisoned with 0x7F (a huge positive).
   void Poison(int byte = 0xFF) {
-    if (ptr_) cudaMemset(ptr_, byte, bytes_ ? bytes_ : 1);
+    if (ptr_) EXPECT_EQ(cudaMemset(ptr_, byte, bytes_ ? bytes_ : 1), cudaSuccess) << "Poison";
     cudaDeviceSynchronize();
   }
+  // A failed copy (e.g. more bytes than the buffer holds) fails the test instead of leaving
+  // the poison in place.
   void Put(const void *host, size_t bytes) {
-    cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice);
+    EXPECT_LE(bytes, bytes_) << "Put past the end of a device buffer";
+    EXPECT_EQ(cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice), cudaSuccess) << "Put";
     cudaDeviceSynchronize();
   }
   template <typename T>
   std::vector<T> Get(size_t count) const {
     std::vector<T> v(count);
     cudaDeviceSynchronize();
-    cudaMemcpy(v.data(), ptr_, count * sizeof(T), cudaMemcpyDeviceToHost);
+    EXPECT_EQ(cudaMemcpy(v.data(), ptr_, count * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess) << "Get";
     return v;
   }
   std::vector<uint8_t> Bytes() const { return Get<uint8_t>(bytes_); }

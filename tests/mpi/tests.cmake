@@ -11,7 +11,7 @@ target_include_directories(moe_ep_tests PRIVATE ${_ep_dir} ${PROJECT_SOURCE_DIR}
 # moe_static: the layout test calls internal (hidden) functions.
 target_link_libraries(moe_ep_tests PRIVATE moe_static GTest::gtest GTest::gtest_main)
 if(MOE_WITH_CUDA)
-  target_link_libraries(moe_ep_tests PRIVATE CUDA::cudart)
+  target_link_libraries(moe_ep_tests PRIVATE ${MOE_CUDART_TARGET})
 endif()
 if(MOE_WITH_NCCL)  # ep_nccl_test.cc: a one-rank NCCL communicator without MPI
   target_include_directories(moe_ep_tests PRIVATE ${NCCL_INCLUDE_DIR})
@@ -25,7 +25,7 @@ if(MOE_WITH_MPI)
   target_link_libraries(moe_mpi_tests PRIVATE moe GTest::gtest MPI::MPI_C)
   target_compile_definitions(moe_mpi_tests PRIVATE OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1)
   if(MOE_WITH_CUDA)
-    target_link_libraries(moe_mpi_tests PRIVATE CUDA::cudart)
+    target_link_libraries(moe_mpi_tests PRIVATE ${MOE_CUDART_TARGET})
   endif()
   if(MPIEXEC_EXECUTABLE)
     foreach(_np 1 2 4)
