@@ -28,4 +28,4 @@ cmake --build "$emu" -j "$(nproc)" --target moe_gpu_tests moe_emulator_tests moe
 # The GPU suites and the emulator's own check (label gpu), then the CUDA cases of the
 # expert-parallel loopback suite.
 ctest --test-dir "$emu" --output-on-failure -j "$(nproc)" -L gpu
-ctest --test-dir "$emu" --output-on-failure -j "$(nproc)" -R 'EpLoopback.*Cuda_'
+ctest --test-dir "$emu" --output-on-failure -j "$(nproc)" -R 'EpLoopback.*Cuda_|EpLayoutCuda'

@@ -49,24 +49,29 @@ typedef struct {
   size_t scan_scratch_bytes;
 } moeEpLayoutArgs;
 
-/* Step 1 for token t. Returns the slot j of its first id outside [-1, E), else -1 (then nothing
- * of the token is marked past that slot; the layout is refused as a whole). */
+/* Step 1 for token t. Returns the slot j of its first id outside [-1, E), else -1. Such ids are
+ * skipped, not stopped at: the layout is refused as a whole, but until the host sees that, the
+ * later steps must stay inside their arrays, so marks and counts stay consistent. */
 MOE_EP_RULE int moe_ep_mark_token(const moeEpLayoutArgs *a, int64_t t) {
   const int32_t *ids = a->ids + t * a->K;
+  int bad = -1;
   for (int j = 0; j < a->K; ++j) {
     const int32_t e = ids[j];
     if (e == -1) continue;
-    if (e < 0 || e >= a->E) return j;
+    if (e < 0 || e >= a->E) {
+      if (bad < 0) bad = j;
+      continue;
+    }
     a->pos[(int64_t)(e / a->E_per) * a->T + t] = 1;
   }
   int64_t ranks = 0;
   for (int32_t r = 0; r < a->P; ++r) ranks += a->pos[(int64_t)r * a->T + t];
   a->tok_ptr[t] = ranks;
-  return -1;
+  return bad;
 }
 
-/* Step 3 for token t (after the scans). Ids outside [0, E) are skipped: a layout that has one
- * was refused at step 1, and its rows are never read. */
+/* Step 3 for token t (after the scans). Ids outside [0, E) are skipped, as at step 1: a layout
+ * that has one is refused, and its rows are never read. */
 MOE_EP_RULE void moe_ep_place_token(const moeEpLayoutArgs *a, int64_t t) {
   const int K = a->K;
   int64_t fill = a->tok_ptr[t];

@@ -161,6 +161,7 @@ template <typename T> inline T moe_emu_atomic_min(T *p, T v) {
 }
 inline int atomicMin(int *p, int v) { return moe_emu_atomic_min(p, v); }
 inline unsigned atomicMin(unsigned *p, unsigned v) { return moe_emu_atomic_min(p, v); }
+inline unsigned long long atomicMin(unsigned long long *p, unsigned long long v) { return moe_emu_atomic_min(p, v); }
 template <typename T> inline T moe_emu_atomic_cas(T *p, T expected, T desired) {
   __atomic_compare_exchange_n(p, &expected, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
   return expected;  // the old value either way
