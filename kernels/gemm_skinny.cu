@@ -61,6 +61,8 @@ gemm_skinny_kernel(const moeGemmParams p, const int32_t *__restrict__ list) {
   }
   const int R = static_cast<int>(m_end - m0);  // 1..kSkinnyRows, by construction of the list
   fill_rows(p, kSkinnyRows, m0, m_end, arow, ascale);
+  __syncthreads();  // arow / ascale are read by every warp (the K loop's barrier is not enough
+                    // on its own: it would not run for an empty K)
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const bool gated = p.gated != 0;
@@ -96,7 +98,7 @@ gemm_skinny_kernel(const moeGemmParams p, const int32_t *__restrict__ list) {
   for (int64_t k0 = 0; k0 < K; k0 += kTileK) {
     const int kl = static_cast<int>(K - k0 < kTileK ? K - k0 : kTileK);
     const int kl_pad = (kl + W - 1) / W * W;  // past kl: zeros, so that 0 * 0 is added
-    __syncthreads();  // the previous tile is consumed (and arow is filled, on the first)
+    __syncthreads();  // the previous tile is consumed
     for (int i = threadIdx.x; i < R * kl_pad; i += kThreads) {
       const int r = i / kl_pad, k = i - r * kl_pad;
       a_tile[r * kTileK + k] = k < kl ? to_f32(A[arow[r] * p.lda + k0 + k]) : 0.f;

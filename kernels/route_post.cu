@@ -161,24 +161,43 @@ __global__ void counts_kernel(const int32_t *__restrict__ ids, int64_t N, int E,
                            static_cast<unsigned long long>(hist[e]));
 }
 
-// P_e = mean_t softmax(z_t)_e: block = 32 experts x 8 token phases, double partial sums, the 8
-// phases added in a fixed order.
+// P_e = mean_t softmax(z_t)_e in two fixed-order steps, so that large T fills the GPU whatever E:
+// block (x, c) = 32 experts x 8 token phases over token chunk c, partial[c][e] = its 8 phases
+// in order; then out[e] = the chunks in order / T. The chunking depends on T only.
+int64_t prob_chunk_tokens(int64_t T) {
+  const int64_t by_size = (T + 1023) / 1024;  // >= 1024 tokens a chunk
+  const int64_t chunks = by_size < MOE_PROB_MEAN_CHUNKS ? by_size : MOE_PROB_MEAN_CHUNKS;
+  return (T + chunks - 1) / chunks;
+}
+
 __global__ void __launch_bounds__(256)
-prob_mean_kernel(const float *__restrict__ z, const float *__restrict__ tmax,
-                 const double *__restrict__ tsum, int64_t T, int E, float *__restrict__ out) {
+prob_partial_kernel(const float *__restrict__ z, const float *__restrict__ tmax,
+                    const double *__restrict__ tsum, int64_t T, int E, int64_t chunk,
+                    double *__restrict__ partial) {
   __shared__ double part[8][32];
   const int lane = threadIdx.x & 31, ph = threadIdx.x >> 5;
   const int e = blockIdx.x * 32 + lane;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.y) * chunk;
+  const int64_t t1 = t0 + chunk < T ? t0 + chunk : T;
   double acc = 0.0;
   if (e < E)
-    for (int64_t t = ph; t < T; t += 8) acc += static_cast<double>(softmax_prob(z[t * E + e], tmax[t], tsum[t]));
+    for (int64_t t = t0 + ph; t < t1; t += 8) acc += static_cast<double>(softmax_prob(z[t * E + e], tmax[t], tsum[t]));
   part[ph][lane] = acc;
   __syncthreads();
   if (ph == 0 && e < E) {
     double s = 0.0;
     for (int i = 0; i < 8; ++i) s += part[i][lane];
-    out[e] = static_cast<float>(s / static_cast<double>(T));
+    partial[blockIdx.y * static_cast<int64_t>(E) + e] = s;
   }
+}
+
+__global__ void prob_finish_kernel(const double *__restrict__ partial, int chunks, int64_t T,
+                                   int E, float *__restrict__ out) {
+  const int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= E) return;
+  double s = 0.0;
+  for (int c = 0; c < chunks; ++c) s += partial[static_cast<int64_t>(c) * E + e];
+  out[e] = static_cast<float>(s / static_cast<double>(T));
 }
 
 __device__ double block_sum_double(double v, double *sh) {  // 1024 threads, fixed tree
@@ -359,8 +378,14 @@ extern "C" cudaError_t moe_launch_router_stats(const moeStatsParams *p, cudaStre
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
   }
   if (p->prob_mean && p->T > 0) {
-    prob_mean_kernel<<<(p->E + 31) / 32, 256, 0, stream>>>(p->z, p->tok_max, p->tok_sum, p->T, p->E,
-                                                           p->prob_mean);
+    if (!p->prob_partial) return cudaErrorInvalidValue;
+    const int64_t chunk = prob_chunk_tokens(p->T);
+    const int chunks = static_cast<int>((p->T + chunk - 1) / chunk);
+    prob_partial_kernel<<<dim3((p->E + 31) / 32, chunks), 256, 0, stream>>>(
+        p->z, p->tok_max, p->tok_sum, p->T, p->E, chunk, p->prob_partial);
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    prob_finish_kernel<<<(p->E + 255) / 256, 256, 0, stream>>>(p->prob_partial, chunks, p->T, p->E,
+                                                               p->prob_mean);
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
   }
   if (p->scalars && p->T > 0) {

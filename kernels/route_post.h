@@ -47,6 +47,9 @@ cudaError_t moe_expert_choice_scratch_bytes(int64_t T, int32_t E, size_t *bytes)
  * last), and writes every slot of the routing output (the CPU backend's layout). */
 cudaError_t moe_launch_expert_choice_pick(const moeExpertChoiceParams *p, cudaStream_t stream);
 
+/* P_e is summed over at most this many token chunks in parallel, then the chunks in order. */
+#define MOE_PROB_MEAN_CHUNKS 512
+
 typedef struct {
   int64_t T;
   int32_t E, K;
@@ -59,6 +62,7 @@ typedef struct {
   const int64_t *dropped;      /* [E] dropped selections or NULL (none) */
   int64_t *counts;             /* [E] out (required; scratch when the caller wants none) */
   float *prob_mean;            /* [E] out (required when scalars is set; scratch allowed) */
+  double *prob_partial;        /* [MOE_PROB_MEAN_CHUNKS * E] scratch: per token chunk sums */
   float *scalars;              /* [moeStatScalarCount] out or NULL */
   int64_t *dropped_out;        /* [E] out or NULL: copy of dropped (zeros when dropped NULL) */
 } moeStatsParams;

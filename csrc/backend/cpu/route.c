@@ -68,12 +68,19 @@ static void topk(const float *score, const uint8_t *keep, int32_t n, int32_t k, 
   }
 }
 
+/* Routing's exp and log: in double, rounded once to float, the same formula as the CUDA
+ * kernels (kernels/moe_kernels_common.cuh, expf_ref), so that both backends round alike and
+ * near ties break alike. glibc's expf differs from it by one ulp on about 1 input in 11,500 of
+ * [-104, 0] (a review's exhaustive check; the double formula was the correctly rounded one). */
+static inline float ref_expf(float x) { return (float)exp((double)x); }
+static inline float ref_logf(float x) { return (float)log((double)x); }
+
 static inline float sigmoid(float x) {
-  return 1.0f / (1.0f + expf(-x));
+  return 1.0f / (1.0f + ref_expf(-x));
 }
 
 /* p = softmax(z) over n; returns logsumexp(z); *ent = entropy of p (nats).
- * The exponentials are fp32 (expf), their sum is accumulated in double and each probability is
+ * The exponentials are fp32 (ref_expf), their sum is accumulated in double and each probability is
  * rounded once to fp32. The double sum makes softmax invariant, in practice, under permutations
  * of the logits: two tokens whose logits are a permutation of each other get bitwise equal
  * probabilities, so exact ties across tokens (expert choice ranks tokens) stay exact ties, as
@@ -84,13 +91,13 @@ static float softmax(const float *z, int32_t n, float *p, float *ent) {
     if (z[e] > m) m = z[e];
   double sum = 0.0;
   for (int32_t e = 0; e < n; ++e) {
-    p[e] = expf(z[e] - m);
+    p[e] = ref_expf(z[e] - m);
     sum += (double)p[e];
   }
   float h = 0.0f;
   for (int32_t e = 0; e < n; ++e) {
     p[e] = (float)((double)p[e] / sum);
-    if (p[e] > 0.0f) h -= p[e] * logf(p[e]);
+    if (p[e] > 0.0f) h -= p[e] * ref_logf(p[e]);
   }
   *ent = h;
   return m + (float)log(sum);
@@ -133,7 +140,7 @@ static void route_token(const moeLayer *L, const float *z, const float *p, int32
       n = k;
       const float m = z[sel[0]];
       float sum = 0.0f;
-      for (int32_t j = 0; j < n; ++j) sum += (wt[j] = expf(z[sel[j]] - m));
+      for (int32_t j = 0; j < n; ++j) sum += (wt[j] = ref_expf(z[sel[j]] - m));
       for (int32_t j = 0; j < n; ++j) wt[j] = wt[j] / sum;
       break;
     }

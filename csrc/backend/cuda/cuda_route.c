@@ -11,7 +11,7 @@
 #define ALIGN_UP(v) (((v) + (size_t)255) & ~(size_t)255)
 
 typedef struct {
-  size_t z, tmax, tsum, tlse, tent, counts, prob, dropped, post, post_bytes, total;
+  size_t z, tmax, tsum, tlse, tent, counts, prob, prob_partial, dropped, post, post_bytes, total;
 } RoutePlan;
 
 static int capacity_active(const moeLayer *L) {
@@ -35,6 +35,7 @@ static void route_plan(const moeLayer *L, int64_t T, RoutePlan *p) {
   p->tent = off; off += ALIGN_UP(t * sizeof(float));
   p->counts = off; off += ALIGN_UP(E * sizeof(int64_t));
   p->prob = off; off += ALIGN_UP(E * sizeof(float));
+  p->prob_partial = off; off += ALIGN_UP((size_t)MOE_PROB_MEAN_CHUNKS * E * sizeof(double));
   p->dropped = off; off += ALIGN_UP(E * sizeof(int64_t));
   size_t post = 0;
   if (capacity_active(L)) {
@@ -190,6 +191,7 @@ moeStatus_t moe_cuda_route(const moeLayer *L, const moeRouteArgs *a, moeScratch 
     pp.prob_mean = stats->expert_prob_mean ? stats->expert_prob_mean
                    : want_scalars          ? (float *)(base + rp.prob)
                                            : NULL;
+    pp.prob_partial = (double *)(base + rp.prob_partial);
     pp.scalars = stats->scalars;
     pp.dropped_out = stats->dropped_counts;
     MOE_CUDA_TRY(moe_launch_router_stats(&pp, st), "route: router statistics");
