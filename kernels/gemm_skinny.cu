@@ -169,36 +169,6 @@ gemm_skinny_kernel(const moeGemmParams p, const int32_t *__restrict__ list) {
   }
 }
 
-// Skinny groups in ascending order: list[0] = count, list[1..] = group ids; one block.
-__global__ void __launch_bounds__(1024)
-skinny_list_kernel(const int64_t *__restrict__ offsets, int G, int32_t *__restrict__ list) {
-  __shared__ int count;
-  if (threadIdx.x == 0) count = 0;
-  __syncthreads();
-  for (int base = 0; base < G; base += 1024) {
-    const int g = base + static_cast<int>(threadIdx.x);
-    const int64_t rows = g < G ? offsets[g + 1] - offsets[g] : 0;
-    const bool mine = rows > 0 && rows <= kSkinnyRows;
-    // rank among this pass's skinny groups: a ballot per warp, then the warps before it
-    const unsigned ballot = __ballot_sync(0xffffffffu, mine);
-    __shared__ int warp_count[32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) warp_count[warp] = __popc(ballot);
-    __syncthreads();
-    int before = count;
-    for (int w = 0; w < warp; ++w) before += warp_count[w];
-    if (mine) list[1 + before + __popc(ballot & ((1u << lane) - 1u))] = g;
-    __syncthreads();  // every thread read count and warp_count
-    if (threadIdx.x == 0) {
-      int total = 0;
-      for (int w = 0; w < 32; ++w) total += warp_count[w];
-      count += total;
-    }
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) list[0] = count;
-}
-
 template <typename TS, bool VEC>
 cudaError_t allow_smem() {
   return cudaFuncSetAttribute(gemm_skinny_kernel<TS, VEC>,
@@ -233,12 +203,6 @@ extern "C" cudaError_t moe_gemm_skinny_init(void) {
   if ((err = allow_smem<__half, false>()) != cudaSuccess) return err;
   if ((err = allow_smem<__nv_bfloat16, true>()) != cudaSuccess) return err;
   return allow_smem<__nv_bfloat16, false>();
-}
-
-extern "C" cudaError_t moe_launch_skinny_list(const moeGemmParams *p, int32_t *list,
-                                              cudaStream_t stream) {
-  skinny_list_kernel<<<1, 1024, 0, stream>>>(p->group_offsets, p->num_groups, list);
-  return cudaGetLastError();
 }
 
 extern "C" cudaError_t moe_launch_gemm_skinny(const moeGemmParams *p, const int32_t *list,

@@ -13,10 +13,9 @@ extern "C" {
 #endif
 
 cudaError_t moe_gemm_skinny_init(void);
-/* list = [count, group ids...] of the groups with 1..MOE_GEMM_SKINNY_ROWS rows (one block). */
-cudaError_t moe_launch_skinny_list(const moeGemmParams *p, int32_t *list, cudaStream_t stream);
-/* list NULL: one group, rows [0, p->M) with p->M <= MOE_GEMM_SKINNY_ROWS; else slots >= the
- * list's count (blocks past the count exit). */
+/* list NULL: one group, rows [0, p->M) with p->M <= MOE_GEMM_SKINNY_ROWS; else list = [count,
+ * ids of the groups of 1..MOE_GEMM_SKINNY_ROWS rows] from grouped_gemm.cu's schedule kernel, and
+ * slots >= count (blocks past the count exit). */
 cudaError_t moe_launch_gemm_skinny(const moeGemmParams *p, const int32_t *list, int64_t slots,
                                    cudaStream_t stream);
 

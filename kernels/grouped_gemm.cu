@@ -11,32 +11,47 @@
 
 namespace {
 
-// tiles[g] = sum_{h < g} ceil(rows_h / BM) over the groups of more than skinny_rows rows (the
-// others are the skinny kernel's), g = 0..G; one block.
+// One block, one pass over the device group offsets (g = 0..G):
+//   tiles[g] = sum_{h < g} ceil(rows_h / BM) over the groups of more than skinny_rows rows;
+//   list = [count, ids of the groups of 1..skinny_rows rows, ascending] (skinny_rows > 0).
+// One launch serves both kernels, which matters at decode, where launches are most of the time.
 __global__ void __launch_bounds__(1024)
-tile_schedule_kernel(const int64_t *__restrict__ offsets, int G, int BM, int skinny_rows,
-                     int32_t *__restrict__ tiles) {
+schedule_kernel(const int64_t *__restrict__ offsets, int G, int BM, int skinny_rows,
+                int32_t *__restrict__ tiles, int32_t *__restrict__ list) {
   using Scan = cub::BlockScan<int, 1024>;
   __shared__ typename Scan::TempStorage temp;
-  __shared__ int carry;
-  if (threadIdx.x == 0) carry = 0;
+  __shared__ int tile_carry, list_carry;
+  if (threadIdx.x == 0) tile_carry = list_carry = 0;
   __syncthreads();
   for (int base = 0; base < G; base += 1024) {
     const int g = base + static_cast<int>(threadIdx.x);
-    int n = 0;
+    int n = 0, skinny = 0;
     if (g < G) {
       const int64_t rows = offsets[g + 1] - offsets[g];
       if (rows > skinny_rows) n = static_cast<int>((rows + BM - 1) / BM);
+      else skinny = rows > 0;
     }
     int excl, total;
     Scan(temp).ExclusiveSum(n, excl, total);
-    const int c = carry;
+    const int c = tile_carry;
     if (g < G) tiles[g] = c + excl;
-    __syncthreads();  // every thread read carry and the scan storage
-    if (threadIdx.x == 0) carry = c + total;
+    __syncthreads();  // every thread read tile_carry and the scan storage
+    int lexcl = 0, ltotal = 0;
+    if (list) {
+      Scan(temp).ExclusiveSum(skinny, lexcl, ltotal);
+      if (skinny) list[1 + list_carry + lexcl] = g;
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+      tile_carry = c + total;
+      list_carry += ltotal;
+    }
     __syncthreads();
   }
-  if (threadIdx.x == 0) tiles[G] = carry;
+  if (threadIdx.x == 0) {
+    tiles[G] = tile_carry;
+    if (list) list[0] = list_carry;
+  }
 }
 
 }  // namespace
@@ -62,20 +77,19 @@ extern "C" cudaError_t moe_launch_grouped_gemm(const moeGemmParams *p, cudaStrea
     // (decode); in prefill its grid would be spare blocks only. A tuning table may decide.
     const bool skinny = p->kernel == kSkinny || (p->kernel == kAuto && p->M <= moe_kernels::kSkinnyRows * G);
     const int skinny_rows = skinny ? moe_kernels::kSkinnyRows : 0;
-    tile_schedule_kernel<<<1, 1024, 0, stream>>>(p->group_offsets, p->num_groups, BM, skinny_rows,
-                                                 p->tile_scratch);
+    int32_t *list = skinny_rows ? p->tile_scratch + G + 1 : nullptr;
+    schedule_kernel<<<1, 1024, 0, stream>>>(p->group_offsets, p->num_groups, BM, skinny_rows,
+                                            p->tile_scratch, list);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
+    if (list) {
+      err = moe_launch_gemm_skinny(p, list, p->M < G ? p->M : G, stream);
+      if (err != cudaSuccess || p->M <= skinny_rows) return err;  // no group can be tiled
+    }
     // each tiled group wastes at most one partial tile; with skinny groups out, at most
     // M / (skinny_rows + 1) groups are tiled
     const int64_t tiled_groups = p->M / (skinny_rows + 1);
     m_tiles += tiled_groups < G ? tiled_groups : G;
-    if (skinny_rows) {
-      int32_t *list = p->tile_scratch + G + 1;
-      if ((err = moe_launch_skinny_list(p, list, stream)) != cudaSuccess) return err;
-      if ((err = moe_launch_gemm_skinny(p, list, p->M < G ? p->M : G, stream)) != cudaSuccess)
-        return err;
-    }
   }
   return tc ? moe_launch_gemm_tc(p, m_tiles, stream) : moe_launch_gemm_simt(p, m_tiles, stream);
 }
