@@ -157,6 +157,13 @@ static void fill_env(benchEnv *env, cudaStream_t s) {
   snprintf(env->runtime, sizeof env->runtime, "%d.%d", rt / 1000, rt % 1000 / 10);
   env->l2_bytes = (double)prop.l2CacheSize;
   env->mem_bytes = (double)prop.totalGlobalMem;
+  if (strstr(prop.name, "emulated")) { /* tests/emulator: the code paths run, times mean nothing */
+    env->copy_bw = env->gemm_rate = -1.0;
+    env->gemm_n = 0;
+    fprintf(stderr, "moe-bench: %s is the CPU emulation of a GPU: no ceilings measured, and "
+                    "every time below is meaningless\n", prop.name);
+    return;
+  }
   size_t copy_bytes = (size_t)1 << 30;
   if ((double)copy_bytes * 8 > env->mem_bytes) copy_bytes = (size_t)(env->mem_bytes / 16);
   env->copy_bw = measure_copy_bw(s, copy_bytes);

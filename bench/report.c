@@ -32,7 +32,10 @@ void bench_report_print_env(const benchReport *rep) {
   if (gpu_mode(rep)) {
     printf("device: %s  driver %s  runtime %s  L2 %.0f MB  memory %.1f GB\n", e->device, e->driver,
            e->runtime, e->l2_bytes / 1e6, e->mem_bytes / 1e9);
-    printf("ceilings (measured in this run): d2d copy %.0f GB/s (read+write)  ", e->copy_bw / 1e9);
+    if (e->copy_bw > 0)
+      printf("ceilings (measured in this run): d2d copy %.0f GB/s (read+write)  ", e->copy_bw / 1e9);
+    else
+      printf("ceilings: d2d copy not measured  ");
     if (e->gemm_rate > 0)
       printf("cuBLAS bf16 GEMM %d^3 %.1f TFLOP/s\n", e->gemm_n, e->gemm_rate / 1e12);
     else

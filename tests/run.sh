@@ -23,9 +23,9 @@ elif ! command -v python3 >/dev/null || [ ! -f "$cuda_include/cuda_runtime_api.h
 fi
 emu="${build}-emu"
 cmake -S . -B "$emu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_CUDA_EMULATION=ON \
-  -DMOE_BUILD_BENCH=OFF -DMOE_WITH_MPI=OFF
-cmake --build "$emu" -j "$(nproc)" --target moe_gpu_tests moe_emulator_tests moe_ep_tests
-# The GPU suites and the emulator's own check (label gpu), then the CUDA cases of the
-# expert-parallel loopback suite.
+  -DMOE_BUILD_BENCH=ON -DMOE_WITH_MPI=OFF
+cmake --build "$emu" -j "$(nproc)" --target moe_gpu_tests moe_emulator_tests moe_ep_tests moe-bench
+# The GPU suites, the emulator's own check and moe-bench's GPU mode (label gpu), then the CUDA
+# cases of the expert-parallel loopback suite.
 ctest --test-dir "$emu" --output-on-failure -j "$(nproc)" -L gpu
 ctest --test-dir "$emu" --output-on-failure -j "$(nproc)" -R 'EpLoopback.*Cuda_|EpLayoutCuda'
