@@ -24,70 +24,87 @@ constexpr int kRH = 32;  // hidden chunk staged in shared memory
 // gemm.c): lane l = k mod 8 accumulates the multiple-of-8 prefix in increasing k, the lanes are
 // added ((0+1)+(2+3))+((4+5)+(6+7)), then the tail in increasing k; every multiply and add is
 // rounded separately (no FMA). So the logits, and therefore the selections, match the CPU's
-// bit for bit. 256 threads, each 1 token x 4 experts x 8 lanes.
+// bit for bit.
+// Work split: a thread owns ONE lane l of a 4-token x 8-expert sub-tile (32 accumulators), the 8
+// lanes of a logit are 8 consecutive threads (folded by xor shuffles 1, 2, 4, which add exactly
+// the pairs above). Shared tiles are stored lane-major, [row][l * 4 + j] for k = 8 j + l, so one
+// float4 read gives a lane its next 4 steps: 12 float4 reads per 256 flops, where one thread per
+// 8 lanes of 4 experts needed 10 per 64 and made the kernel shared-memory bound.
 template <typename TX>
 __global__ void __launch_bounds__(256)
 router_logits_kernel(const TX *__restrict__ x, const float *__restrict__ wr,
                      const float *__restrict__ bias, float *__restrict__ z, int64_t T, int E,
                      int64_t Hr) {
-  // Rows padded to 36 floats: 16-byte aligned for float4 reads, and the 8 expert rows a warp
-  // reads at once fall in 8 different groups of 4 banks.
-  __shared__ __align__(16) float xs[kRT][kRH + 4];
-  __shared__ __align__(16) float ws[kRE][kRH + 4];
+  __shared__ __align__(16) float xs[kRT][kRH];
+  __shared__ __align__(16) float ws[kRE][kRH];
   const int tid = threadIdx.x;
+  const int l = tid & 7, g = tid >> 3;  // lane, sub-tile
+  const int tb = (g >> 2) * 4, eb = (g & 3) * 8;  // the sub-tile's first token / expert
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kRT;
   const int e0 = blockIdx.y * kRE;
-  const int ty = tid >> 3, tx = tid & 7;
   const int64_t n8 = Hr & ~static_cast<int64_t>(7);
   float acc[4][8];
 #pragma unroll
   for (int i = 0; i < 4; ++i)
 #pragma unroll
-    for (int l = 0; l < 8; ++l) acc[i][l] = 0.f;
-  float sum[4] = {0.f, 0.f, 0.f, 0.f};
-  for (int64_t h0 = 0; h0 < Hr; h0 += kRH) {
+    for (int j = 0; j < 8; ++j) acc[i][j] = 0.f;
+  for (int64_t h0 = 0; h0 < n8; h0 += kRH) {
+    // Stage 32 x 32 of x and of w; k = h0 + c goes to column (c % 8) * 4 + c / 8. Past the
+    // multiple-of-8 prefix nothing is read (those steps are skipped below, not added as zeros).
 #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int idx = tid + 256 * l, r = idx >> 5, c = idx & 31;
+    for (int i = 0; i < 4; ++i) {
+      const int idx = tid + 256 * i, r = idx >> 5, c = idx & 31;
+      const int col = (c & 7) * 4 + (c >> 3);
       const int64_t t = t0 + r, h = h0 + c;
-      xs[r][c] = (t < T && h < Hr) ? to_f32(x[t * Hr + h]) : 0.f;
+      xs[r][col] = (t < T && h < n8) ? to_f32(x[t * Hr + h]) : 0.f;
       const int e = e0 + r;
-      ws[r][c] = (e < E && h < Hr) ? wr[static_cast<int64_t>(e) * Hr + h] : 0.f;
+      ws[r][col] = (e < E && h < n8) ? wr[static_cast<int64_t>(e) * Hr + h] : 0.f;
     }
     __syncthreads();
-    const int64_t left8 = n8 - h0;
-    const int pre = static_cast<int>(left8 <= 0 ? 0 : (left8 < kRH ? left8 : kRH));  // multiple of 8
-    for (int hh = 0; hh < pre; hh += 8) {
-      float xv[8];
-      *reinterpret_cast<float4 *>(&xv[0]) = *reinterpret_cast<const float4 *>(&xs[ty][hh]);
-      *reinterpret_cast<float4 *>(&xv[4]) = *reinterpret_cast<const float4 *>(&xs[ty][hh + 4]);
+    const int64_t left = (n8 - h0) / 8;
+    const int steps = static_cast<int>(left < 4 ? left : 4);  // the same for every lane
+    float xv[4][4];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        float wv[8];
-        *reinterpret_cast<float4 *>(&wv[0]) = *reinterpret_cast<const float4 *>(&ws[tx + 8 * i][hh]);
-        *reinterpret_cast<float4 *>(&wv[4]) = *reinterpret_cast<const float4 *>(&ws[tx + 8 * i][hh + 4]);
+    for (int i = 0; i < 4; ++i)
+      *reinterpret_cast<float4 *>(xv[i]) = *reinterpret_cast<const float4 *>(&xs[tb + i][l * 4]);
 #pragma unroll
-        for (int l = 0; l < 8; ++l) acc[i][l] = __fadd_rn(acc[i][l], __fmul_rn(xv[l], wv[l]));
-      }
-    }
-    if (h0 + kRH >= Hr) {  // the last chunk: fold the lanes, then the tail
-      const int hn = static_cast<int>(Hr - h0);
+    for (int j = 0; j < 8; ++j) {
+      float wv[4];
+      *reinterpret_cast<float4 *>(wv) = *reinterpret_cast<const float4 *>(&ws[eb + j][l * 4]);
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        sum[i] = __fadd_rn(__fadd_rn(__fadd_rn(acc[i][0], acc[i][1]), __fadd_rn(acc[i][2], acc[i][3])),
-                           __fadd_rn(__fadd_rn(acc[i][4], acc[i][5]), __fadd_rn(acc[i][6], acc[i][7])));
-        for (int hh = pre; hh < hn; ++hh)
-          sum[i] = __fadd_rn(sum[i], __fmul_rn(xs[ty][hh], ws[tx + 8 * i][hh]));
+      for (int s = 0; s < 4; ++s) {
+        if (s >= steps) break;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[i][j] = __fadd_rn(acc[i][j], __fmul_rn(xv[i][s], wv[s]));
       }
     }
     __syncthreads();
   }
-  const int64_t t = t0 + ty;
-  if (t >= T) return;
+  // Fold the 8 lanes (lane 0 ends with ((0+1)+(2+3))+((4+5)+(6+7))), then lane 0 adds the tail.
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      float v = acc[i][j];
+      v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 1));
+      v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 2));
+      v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 4));
+      acc[i][j] = v;
+    }
+  if (l != 0) return;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const int e = e0 + tx + 8 * i;
-    if (e < E) z[t * E + e] = bias ? __fadd_rn(sum[i], bias[e]) : sum[i];
+    const int64_t t = t0 + tb + i;
+    if (t >= T) continue;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int e = e0 + eb + j;
+      if (e >= E) continue;
+      float v = acc[i][j];
+      for (int64_t k = n8; k < Hr; ++k)
+        v = __fadd_rn(v, __fmul_rn(to_f32(x[t * Hr + k]), wr[static_cast<int64_t>(e) * Hr + k]));
+      z[t * E + e] = bias ? __fadd_rn(v, bias[e]) : v;
+    }
   }
 }
 
