@@ -59,7 +59,10 @@ typedef struct {
   int64_t ldc;
   int32_t c_f32;
   int32_t kernel;                /* moeGemmKernel (csrc/core/tuning.h): -1 the heuristic,
-                                    0 tiles only, 1 skinny groups on the skinny kernel */
+                                    0 tiles only, 1 skinny groups on the skinny kernel,
+                                    2 every group on the sm_90a wgmma tiles (the caller sets it
+                                    only on compute capability 9.x; shapes the wgmma kernel
+                                    cannot take run as 0) */
 } moeGemmParams;
 
 /* Once per device (context creation): kernel attributes, e.g. the tensor-core kernel's 64 KiB of

@@ -25,16 +25,19 @@ TEST(Tuning, ParsesCommentsBlanksAndLooksUpTheSmallestCoveringRows) {
       "\n"
       "bf16 28672 4096 1   skinny   # T = 1\n"
       "bf16 28672 4096 64  tiled\n"
+      "bf16 28672 4096 4096 wgmma\n"
       "  bf16\t28672 4096 8 skinny\r\n"
       "f16 100 200 4 tiled";  // no final newline
   ASSERT_EQ(moe_tuning_parse(text, "t", &tab.t), moeSuccess) << Message();
-  ASSERT_EQ(tab.t.count, 4u);
+  ASSERT_EQ(tab.t.count, 5u);
   EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 28672, 4096, 1), MOE_GEMM_KERNEL_SKINNY);
   EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 28672, 4096, 5), MOE_GEMM_KERNEL_SKINNY);
   EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 28672, 4096, 9), MOE_GEMM_KERNEL_TILED);
   EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 28672, 4096, 64), MOE_GEMM_KERNEL_TILED);
   // beyond every rows_max, another shape, another dtype: the heuristic
-  EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 28672, 4096, 65), MOE_GEMM_KERNEL_AUTO);
+  EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 28672, 4096, 65), MOE_GEMM_KERNEL_WGMMA);
+  EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 28672, 4096, 4096), MOE_GEMM_KERNEL_WGMMA);
+  EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 28672, 4096, 4097), MOE_GEMM_KERNEL_AUTO);
   EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 4096, 14336, 1), MOE_GEMM_KERNEL_AUTO);
   EXPECT_EQ(moe_tuning_lookup(&tab.t, moeFloat32, 28672, 4096, 1), MOE_GEMM_KERNEL_AUTO);
   EXPECT_EQ(moe_tuning_lookup(&tab.t, moeFloat16, 100, 200, 3), MOE_GEMM_KERNEL_TILED);
@@ -54,7 +57,7 @@ TEST(Tuning, MalformedLinesNameTheLineAndTheFieldAndKeepTheOldTable) {
       {"bf16 1 2x 3 tiled\n", "bad K"},
       {"bf16 1 2 -3 tiled\n", "bad rows_max"},
       {"bf16 1 2 99999999999999999999 tiled\n", "bad rows_max"},
-      {"bf16 1 2 3 wgmma\n", "bad kernel (skinny or tiled)"},
+      {"bf16 1 2 3 hopper\n", "bad kernel (skinny, tiled or wgmma)"},
   };
   for (const auto &c : cases) {
     EXPECT_EQ(moe_tuning_parse(c.text, "t", &tab.t), moeErrorInvalidArgument) << c.text;
