@@ -9,7 +9,7 @@
 //   warpgroups 1, 2 (consumers): 64 rows each of the 128 x 128 block tile; per 64-wide K stage
 //     four wgmma, then the stage before is released on its "empty" mbarrier.
 //
-// Block tile 128 (M) x 128 (B rows) x 64 (K), 4 stages (32 KiB each). Gated activations: the
+// Block tile 128 (M) x 128 (B rows) x 64 (K), 5 stages of 32 KiB (161 KiB: one block per SM). Gated activations: the
 // 128 B rows of a block are 64 gate rows and the 64 matching up rows (two TMA boxes), so each
 // thread holds the gate and up accumulators of its output columns (fragment n-tiles j and j + 8)
 // and the activation runs in registers. The epilogue (row_scale, bias, activation, accum_in,
@@ -33,7 +33,7 @@
 namespace moe_kernels {
 namespace {
 
-constexpr int BM = 128, BN = 128, BK = 64, STAGES = 4;
+constexpr int BM = 128, BN = 128, BK = 64, STAGES = 5;
 constexpr int THREADS = 384;                         // 3 warpgroups
 constexpr int A_BYTES = BM * BK * 2, B_BYTES = BN * BK * 2;
 constexpr int STAGE_BYTES = A_BYTES + B_BYTES;       // 32 KiB
