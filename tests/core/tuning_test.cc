@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/context.h"
 #include "core/tuning.h"
 #include "moe/moe.h"
 
@@ -100,6 +101,31 @@ TEST(Tuning, PublicLoadOnACpuContext) {
   moeContextDestroy(ctx);
   unsetenv("MOE_TUNING_FILE");
   std::remove(path.c_str());
+}
+
+// MOE_GEMM_KERNEL forces a kernel choice for the context; a bad value fails creation.
+TEST(Tuning, EnvironmentForcesTheKernelChoice) {
+  moeContextConfig_t cc = MOE_CONTEXT_CONFIG_INIT;
+  cc.backend = moeBackendCpu;
+  moeContext_t ctx = nullptr;
+  ASSERT_EQ(moeContextCreate(&ctx, &cc), moeSuccess);
+  EXPECT_EQ(ctx->gemm_kernel, MOE_GEMM_KERNEL_AUTO);
+  moeContextDestroy(ctx);
+  const struct {
+    const char *value;
+    int32_t kernel;
+  } ok[] = {{"wgmma", MOE_GEMM_KERNEL_WGMMA}, {"tiled", MOE_GEMM_KERNEL_TILED}, {"skinny", MOE_GEMM_KERNEL_SKINNY}};
+  for (const auto &c : ok) {
+    setenv("MOE_GEMM_KERNEL", c.value, 1);
+    ASSERT_EQ(moeContextCreate(&ctx, &cc), moeSuccess) << Message();
+    EXPECT_EQ(ctx->gemm_kernel, c.kernel) << c.value;
+    moeContextDestroy(ctx);
+  }
+  setenv("MOE_GEMM_KERNEL", "hopper", 1);
+  EXPECT_EQ(moeContextCreate(&ctx, &cc), moeErrorInvalidArgument);
+  EXPECT_NE(Message().find("MOE_GEMM_KERNEL = \"hopper\" must be skinny, tiled or wgmma"), std::string::npos)
+      << Message();
+  unsetenv("MOE_GEMM_KERNEL");
 }
 
 }  // namespace
