@@ -125,6 +125,8 @@ struct WarpgroupSync {
   WgmmaOp in{};                  // the first thread's operands; the others must match
   std::vector<WgmmaOp> pending;  // issued, not yet performed
   int groups = 0;                // commit groups so far
+  int deferred_below = -1;       // a wait_group every thread reached: groups below it are
+                                 // performed once nothing else in the block can run
 };
 
 struct WarpSync {
@@ -653,7 +655,8 @@ const char *wg_op_name(int op) {
   return op == kWgMma ? "wgmma.mma_async" : op == kWgCommit ? "wgmma.commit_group" : "wgmma.wait_group";
 }
 
-// A rendezvous of the 128 threads of the caller's warpgroup; the last one in runs done().
+// A rendezvous of the 128 threads of the caller's warpgroup; the last one in runs done(), which
+// returns whether the threads go on now (else they stay blocked until the scheduler releases them).
 template <typename Done>
 void warpgroup_collective(int op, const WgmmaOp &in, float *d, Done done) {
   BlockRun &r = run();
@@ -674,10 +677,14 @@ void warpgroup_collective(int op, const WgmmaOp &in, float *d, Done done) {
   s.in.d[idx] = d;
   if (++s.arrived == 128) {
     s.arrived = 0;
-    done(r, s);
-    for (int t = 0; t < 128; ++t) {
-      Fiber &o = r.fibers[static_cast<size_t>(f.linear / 128 * 128 + t)];
-      if (&o != &f && o.state == State::kAtWarpgroup) o.state = State::kReady;
+    if (done(r, s)) {
+      for (int t = 0; t < 128; ++t) {
+        Fiber &o = r.fibers[static_cast<size_t>(f.linear / 128 * 128 + t)];
+        if (&o != &f && o.state == State::kAtWarpgroup) o.state = State::kReady;
+      }
+    } else {
+      f.state = State::kAtWarpgroup;
+      yield_to_scheduler(r, f);
     }
   } else {
     f.state = State::kAtWarpgroup;
@@ -756,7 +763,10 @@ void wgmma_mma_async(bool bf16, int n, uint64_t desc_a, uint64_t desc_b, float *
   in.desc_a = desc_a;
   in.desc_b = desc_b;
   in.group = -1;
-  warpgroup_collective(kWgMma, in, d, [](BlockRun &, WarpgroupSync &s) { s.pending.push_back(s.in); });
+  warpgroup_collective(kWgMma, in, d, [](BlockRun &, WarpgroupSync &s) {
+    s.pending.push_back(s.in);
+    return true;
+  });
 }
 
 void wgmma_commit_group() {
@@ -765,22 +775,49 @@ void wgmma_commit_group() {
     for (auto &op : s.pending)
       if (op.group < 0) op.group = s.groups;
     ++s.groups;
+    return true;
   });
 }
 
+// The wait completes as late as possible: its groups are performed (reading shared memory through
+// their descriptors) only when no other thread of the block can run, so that a stage handed back
+// to a producer before its wgmma finished is overwritten first, and the result shows it.
 void wgmma_wait_group(int newest_pending) {
   WgmmaOp in{};
   in.group = newest_pending;  // every thread must name the same count
-  warpgroup_collective(kWgWait, in, nullptr, [newest_pending](BlockRun &r, WarpgroupSync &s) {
+  warpgroup_collective(kWgWait, in, nullptr, [newest_pending](BlockRun &, WarpgroupSync &s) {
     const int complete_below = s.groups - newest_pending;
+    for (const auto &op : s.pending)
+      if (op.group >= 0 && op.group < complete_below) {
+        s.deferred_below = complete_below;
+        return false;
+      }
+    return true;  // nothing to wait for
+  });
+}
+
+namespace {
+// Performs the deferred wait of one warpgroup and releases its threads; false if none is deferred.
+bool complete_deferred_wgmma_wait(BlockRun &r) {
+  for (size_t g = 0; g < r.warpgroups.size(); ++g) {
+    WarpgroupSync &s = r.warpgroups[g];
+    if (s.deferred_below < 0) continue;
     std::vector<WgmmaOp> keep;
     for (const auto &op : s.pending) {
-      if (op.group >= 0 && op.group < complete_below) perform_wgmma(r, op);
+      if (op.group >= 0 && op.group < s.deferred_below) perform_wgmma(r, op);
       else keep.push_back(op);
     }
     s.pending.swap(keep);
-  });
+    s.deferred_below = -1;
+    for (size_t t = 0; t < 128; ++t) {
+      Fiber &o = r.fibers[g * 128 + t];
+      if (o.state == State::kAtWarpgroup) o.state = State::kReady;
+    }
+    return true;
+  }
+  return false;
 }
+}  // namespace
 
 void run_grid(const LaunchSpec &spec, const std::function<void()> &body) {
   BlockRun r;
@@ -834,7 +871,9 @@ void run_grid(const LaunchSpec &spec, const std::function<void()> &body) {
             }
           }
           if (ran) continue;
-          // Nobody can run: queued TMA copies land now (they may complete a phase someone awaits).
+          // Nobody can run: a deferred wgmma wait completes, or queued TMA copies land (they may
+          // complete a phase someone awaits).
+          if (complete_deferred_wgmma_wait(r)) continue;
           if (!r.tma_pending.empty()) {
             flush_tma(r, ~0u);
             continue;
