@@ -34,9 +34,10 @@ foreach(_in IN LISTS _emu_kernel_inputs)
                      COMMENT "Rewriting ${_name} for the CUDA emulator" VERBATIM)
   list(APPEND MOE_EMU_KERNEL_SOURCES ${_out})
 endforeach()
-# -ffp-contract=off: __fadd_rn / __fmul_rn and the kernels' separate multiply-then-add must not
+# -Wno-psabi: gcc notes an ABI change for passing the 64-byte-aligned CUtensorMap by value, which
+# only matters across compilers. -ffp-contract=off: __fadd_rn / __fmul_rn and the kernels' separate multiply-then-add must not
 # become FMAs, as they do not on the GPU. -fno-strict-aliasing: kernels move 16-byte vectors
 # through reinterpret_cast (uint4 over __half[8]), which nvcc compiles as meant and g++ at -O2
 # would be free to reorder.
 set_source_files_properties(${_emu_kernel_units} PROPERTIES
-  COMPILE_OPTIONS "-include;${MOE_EMU_INCLUDE_DIR}/moe_emu/device.h;-ffp-contract=off;-fno-strict-aliasing;-Wno-unknown-pragmas")
+  COMPILE_OPTIONS "-include;${MOE_EMU_INCLUDE_DIR}/moe_emu/device.h;-ffp-contract=off;-fno-strict-aliasing;-Wno-unknown-pragmas;-Wno-psabi")
