@@ -7,7 +7,8 @@
  * through sorted_pairs (gather[r] / gather_div) so that no permuted copy of x exists. B is the
  * nn.Linear layout [N, K] per group. Groups of a few rows (decode) stream B on the skinny
  * kernel (CUDA cores, 16-byte loads, bandwidth-bound); the others run bf16/f16 on tensor cores
- * (mma.sync m16n8k16, fp32 accumulate, cp.async pipeline) and fp32 on a SIMT FMA kernel. Which
+ * (mma.sync m16n8k16, fp32 accumulate, cp.async pipeline; or, when the caller chooses kernel 2 on
+ * compute capability 9.x, wgmma fed by TMA, gemm_wgmma.cu) and fp32 on a SIMT FMA kernel. Which
  * kernel takes a group is decided on the device from its row count. Deterministic: each output
  * is a fixed-order sum.
  *
