@@ -160,14 +160,21 @@ void detail::yield_to_scheduler(BlockRun &r, Fiber &f) {
 
 namespace {
 
+// A thread must not exit with wgmma work its warpgroup never waited for (the accumulators would
+// be lost). Out of line: fiber_main's own frame never returns, so it must stay free of locals
+// that AddressSanitizer would leave poisoned on the reused fiber stack.
+__attribute__((noinline)) void check_no_wgmma_in_flight(BlockRun &r, const Fiber &f) {
+  if (!r.warpgroups.empty() && !r.warpgroups[static_cast<size_t>(f.linear / 128)].pending.empty())
+    fatal("kernel %s: thread %d exits with wgmma operations its warpgroup never waited for", r.spec->name, f.linear);
+}
+
 void fiber_main() {
   BlockRun &r = *t_run;
   Fiber &f = *r.current;
   asan_enter_fiber(r, f);
   (*r.body)();
   cp_async_wait_group(0);  // copies still in flight land before the block's memory goes
-  if (!r.warpgroups.empty() && !r.warpgroups[static_cast<size_t>(f.linear / 128)].pending.empty())
-    fatal("kernel %s: thread %d exits with wgmma operations its warpgroup never waited for", r.spec->name, f.linear);
+  check_no_wgmma_in_flight(r, f);
   f.state = State::kDone;
   ++r.done;
 #ifdef MOE_EMU_ASAN
