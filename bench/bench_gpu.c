@@ -417,8 +417,9 @@ static void bench_one(const benchOptions *opt, benchReport *rep, benchSource *p,
 
 /* ---- --tune: every GEMM kernel choice per T, the fastest written as a tuning table ---- */
 
-static const char *const kTuneKernels[] = {"tiled", "skinny"};
-#define TUNE_CHOICES 2
+/* wgmma: the sm_90a kernel, tried on compute capability 9.x only (elsewhere it runs as tiled). */
+static const char *const kTuneKernels[] = {"tiled", "skinny", "wgmma"};
+#define TUNE_CHOICES 3
 
 typedef struct {
   char *text;
@@ -475,6 +476,13 @@ static void tune_preset(const benchOptions *opt, benchReport *rep, benchSource *
     double best_us = -1.0;
     int best = -1;
     for (int c = 0; c < TUNE_CHOICES; ++c) {
+      if (!strcmp(kTuneKernels[c], "wgmma")) {
+        int dev = 0, major = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+            major != 9)
+          continue;
+      }
       tuneTable force = {NULL, 0, 0};
       tune_entries(&force, cfg, d, K, (int64_t)1 << 40, kTuneKernels[c]);
       FILE *f = fopen(force_path, "w");

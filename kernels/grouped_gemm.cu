@@ -1,12 +1,13 @@
 // Grouped GEMM entry: the m-tile schedule over device group offsets, then the skinny kernel for
-// the groups of a few rows and the tensor-core (bf16 / f16) or SIMT (fp32) kernel for the rest,
-// each on a grid sized for the worst case.
+// the groups of a few rows and the tensor-core (bf16 / f16: mma.sync, or wgmma on sm_90a when
+// chosen) or SIMT (fp32) kernel for the rest, each on a grid sized for the worst case.
 #include "grouped_gemm.h"
 
 #include <cub/block/block_scan.cuh>
 
 #include "gemm_skinny.h"
 #include "gemm_tc.h"
+#include "gemm_wgmma.h"
 #include "moe_kernels_common.cuh"
 
 namespace {
@@ -57,18 +58,22 @@ schedule_kernel(const int64_t *__restrict__ offsets, int G, int BM, int skinny_r
 }  // namespace
 
 extern "C" cudaError_t moe_grouped_gemm_init(void) {
-  const cudaError_t err = moe_gemm_tc_init();
-  return err != cudaSuccess ? err : moe_gemm_skinny_init();
+  cudaError_t err = moe_gemm_tc_init();
+  if (err == cudaSuccess) err = moe_gemm_skinny_init();
+  return err != cudaSuccess ? err : moe_gemm_wgmma_init();
 }
 
 extern "C" cudaError_t moe_launch_grouped_gemm(const moeGemmParams *p, cudaStream_t stream) {
   if (p->M <= 0 || p->N <= 0) return cudaSuccess;
   const bool tc = p->dtype != moe_kernels::kF32;
-  constexpr int kAuto = -1, kSkinny = 1;
+  constexpr int kAuto = -1, kSkinny = 1, kWgmma = 2;
   const bool may_skinny = p->kernel == kAuto || p->kernel == kSkinny;
   if (!p->group_offsets && may_skinny && p->M <= moe_kernels::kSkinnyRows)
     return moe_launch_gemm_skinny(p, nullptr, 1, stream);
-  const int BM = tc ? moe_gemm_tc_block_m() : moe_gemm_simt_block_m();
+  // kWgmma: every group on the Hopper kernel (the host sets it only on compute capability 9.x);
+  // shapes it cannot take (fp32, K % 8 != 0, misaligned rows) stay on the mma.sync / SIMT tiles.
+  const bool wgmma = tc && p->kernel == kWgmma && moe_gemm_wgmma_eligible(p);
+  const int BM = wgmma ? moe_gemm_wgmma_block_m() : tc ? moe_gemm_tc_block_m() : moe_gemm_simt_block_m();
   int64_t m_tiles = (p->M + BM - 1) / BM;
   if (p->group_offsets) {
     const int64_t G = p->num_groups;
@@ -91,5 +96,6 @@ extern "C" cudaError_t moe_launch_grouped_gemm(const moeGemmParams *p, cudaStrea
     const int64_t tiled_groups = p->M / (skinny_rows + 1);
     m_tiles += tiled_groups < G ? tiled_groups : G;
   }
+  if (wgmma) return moe_launch_gemm_wgmma(p, m_tiles, stream);
   return tc ? moe_launch_gemm_tc(p, m_tiles, stream) : moe_launch_gemm_simt(p, m_tiles, stream);
 }

@@ -7,7 +7,8 @@
  * through sorted_pairs (gather[r] / gather_div) so that no permuted copy of x exists. B is the
  * nn.Linear layout [N, K] per group. Groups of a few rows (decode) stream B on the skinny
  * kernel (CUDA cores, 16-byte loads, bandwidth-bound); the others run bf16/f16 on tensor cores
- * (mma.sync m16n8k16, fp32 accumulate, cp.async pipeline) and fp32 on a SIMT FMA kernel. Which
+ * (mma.sync m16n8k16, fp32 accumulate, cp.async pipeline; or, when the caller chooses kernel 2 on
+ * compute capability 9.x, wgmma fed by TMA, gemm_wgmma.cu) and fp32 on a SIMT FMA kernel. Which
  * kernel takes a group is decided on the device from its row count. Deterministic: each output
  * is a fixed-order sum.
  *
@@ -59,7 +60,10 @@ typedef struct {
   int64_t ldc;
   int32_t c_f32;
   int32_t kernel;                /* moeGemmKernel (csrc/core/tuning.h): -1 the heuristic,
-                                    0 tiles only, 1 skinny groups on the skinny kernel */
+                                    0 tiles only, 1 skinny groups on the skinny kernel,
+                                    2 every group on the sm_90a wgmma tiles (the caller sets it
+                                    only on compute capability 9.x; shapes the wgmma kernel
+                                    cannot take run as 0) */
 } moeGemmParams;
 
 /* Once per device (context creation): kernel attributes, e.g. the tensor-core kernel's 64 KiB of

@@ -95,6 +95,15 @@ moeStatus_t moeContextCreate(moeContext_t *ctx, const moeContextConfig_t *config
     free(c);
     return moe_error(st, "moeContextCreate: MOE_TUNING_FILE: %s", moeGetLastErrorMessage());
   }
+  /* MOE_GEMM_KERNEL=skinny|tiled|wgmma forces one GEMM kernel choice (tests, benchmarks). */
+  c->gemm_kernel = MOE_GEMM_KERNEL_AUTO;
+  const char *forced = getenv("MOE_GEMM_KERNEL");
+  if (forced && *forced && !moe_tuning_parse_kernel(forced, &c->gemm_kernel)) {
+    moe_tuning_free(&c->tuning);
+    free(c);
+    return moe_error(moeErrorInvalidArgument,
+                     "moeContextCreate: MOE_GEMM_KERNEL = \"%s\" must be skinny, tiled or wgmma", forced);
+  }
   if (c->ops->context_init && (st = c->ops->context_init(c)) != moeSuccess) {
     moe_tuning_free(&c->tuning);
     free(c);

@@ -20,6 +20,7 @@ struct moeContext_s {
   const struct moeBackendOps *ops;  /* the backend's stage implementations */
   void *backend_state;              /* owned by the backend (cuBLAS handle, events, ...) */
   moeTuningTable tuning;            /* GEMM kernel choices; empty = the heuristic */
+  int32_t gemm_kernel;              /* moeGemmKernel forced by MOE_GEMM_KERNEL, else AUTO */
 };
 
 /* Backend memory through the user's allocator when one is set, else the backend's own. */

@@ -18,9 +18,10 @@ static int parse_dtype(const char *s, int32_t *dt) {
   return 1;
 }
 
-static int parse_kernel(const char *s, int32_t *k) {
+int moe_tuning_parse_kernel(const char *s, int32_t *k) {
   if (!strcmp(s, "skinny")) *k = MOE_GEMM_KERNEL_SKINNY;
   else if (!strcmp(s, "tiled")) *k = MOE_GEMM_KERNEL_TILED;
+  else if (!strcmp(s, "wgmma")) *k = MOE_GEMM_KERNEL_WGMMA;
   else return 0;
   return 1;
 }
@@ -77,7 +78,7 @@ moeStatus_t moe_tuning_parse(const char *text, const char *name, moeTuningTable 
     else if (!parse_count(field[1], &e.N)) bad = "N (an integer >= 1)";
     else if (!parse_count(field[2], &e.K)) bad = "K (an integer >= 1)";
     else if (!parse_count(field[3], &e.rows_max)) bad = "rows_max (an integer >= 1)";
-    else if (!parse_kernel(field[4], &e.kernel)) bad = "kernel (skinny or tiled)";
+    else if (!moe_tuning_parse_kernel(field[4], &e.kernel)) bad = "kernel (skinny, tiled or wgmma)";
     if (bad) {
       moe_tuning_free(&t);
       return moe_error(moeErrorInvalidArgument, "tuning table %s:%d: bad %s", name, line_no, bad);

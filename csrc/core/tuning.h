@@ -3,12 +3,18 @@
  * by MOE_TUNING_FILE at context creation). Shapes the table does not cover keep the built-in
  * heuristic. The format, one entry per line ('#' starts a comment):
  *
- *     <dtype: f32|f16|bf16>  <N>  <K>  <rows_max>  <kernel: skinny|tiled>
+ *     <dtype: f32|f16|bf16>  <N>  <K>  <rows_max>  <kernel: skinny|tiled|wgmma>
  *
  * An entry applies to a GEMM of that dtype, N (columns of B, 2 * I when gated) and K whose groups
  * average at most rows_max rows, and rows_max is the smallest such among the entries of that
  * shape. skinny: groups of at most MOE_GEMM_SKINNY_ROWS rows stream B on the skinny kernel (the
- * rest on tiles); tiled: every group on tensor-core (or SIMT) tiles. */
+ * rest on tiles); tiled: every group on tensor-core (or SIMT) tiles; wgmma: every group on the
+ * Hopper wgmma/TMA tiles (bf16/f16 on compute capability 9.x; elsewhere, and for shapes that
+ * kernel cannot take, as tiled).
+ *
+ * MOE_GEMM_KERNEL=skinny|tiled|wgmma in the environment at context creation overrides the table
+ * and the heuristic for every GEMM of the context (testing: the GPU suites run once forcing
+ * wgmma). */
 #ifndef MOE_CORE_TUNING_H
 #define MOE_CORE_TUNING_H
 
@@ -24,7 +30,8 @@ extern "C" {
 typedef enum {
   MOE_GEMM_KERNEL_AUTO = -1, /* the heuristic */
   MOE_GEMM_KERNEL_TILED = 0,
-  MOE_GEMM_KERNEL_SKINNY = 1
+  MOE_GEMM_KERNEL_SKINNY = 1,
+  MOE_GEMM_KERNEL_WGMMA = 2
 } moeGemmKernel;
 
 typedef struct {
@@ -47,6 +54,9 @@ moeStatus_t moe_tuning_parse(const char *text, const char *name, moeTuningTable 
 moeStatus_t moe_tuning_load(const char *path, moeTuningTable *out);
 
 void moe_tuning_free(moeTuningTable *t);
+
+/* The kernel named by s ("skinny", "tiled", "wgmma"): 1 and *k set, else 0. */
+int moe_tuning_parse_kernel(const char *s, int32_t *k);
 
 /* The kernel for a GEMM of (dtype, N, K) whose groups average rows rows: MOE_GEMM_KERNEL_AUTO
  * when the table has no entry of that shape with rows_max >= rows. */

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/context.h"
 #include "core/tuning.h"
 #include "moe/moe.h"
 
@@ -25,16 +26,19 @@ TEST(Tuning, ParsesCommentsBlanksAndLooksUpTheSmallestCoveringRows) {
       "\n"
       "bf16 28672 4096 1   skinny   # T = 1\n"
       "bf16 28672 4096 64  tiled\n"
+      "bf16 28672 4096 4096 wgmma\n"
       "  bf16\t28672 4096 8 skinny\r\n"
       "f16 100 200 4 tiled";  // no final newline
   ASSERT_EQ(moe_tuning_parse(text, "t", &tab.t), moeSuccess) << Message();
-  ASSERT_EQ(tab.t.count, 4u);
+  ASSERT_EQ(tab.t.count, 5u);
   EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 28672, 4096, 1), MOE_GEMM_KERNEL_SKINNY);
   EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 28672, 4096, 5), MOE_GEMM_KERNEL_SKINNY);
   EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 28672, 4096, 9), MOE_GEMM_KERNEL_TILED);
   EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 28672, 4096, 64), MOE_GEMM_KERNEL_TILED);
   // beyond every rows_max, another shape, another dtype: the heuristic
-  EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 28672, 4096, 65), MOE_GEMM_KERNEL_AUTO);
+  EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 28672, 4096, 65), MOE_GEMM_KERNEL_WGMMA);
+  EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 28672, 4096, 4096), MOE_GEMM_KERNEL_WGMMA);
+  EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 28672, 4096, 4097), MOE_GEMM_KERNEL_AUTO);
   EXPECT_EQ(moe_tuning_lookup(&tab.t, moeBFloat16, 4096, 14336, 1), MOE_GEMM_KERNEL_AUTO);
   EXPECT_EQ(moe_tuning_lookup(&tab.t, moeFloat32, 28672, 4096, 1), MOE_GEMM_KERNEL_AUTO);
   EXPECT_EQ(moe_tuning_lookup(&tab.t, moeFloat16, 100, 200, 3), MOE_GEMM_KERNEL_TILED);
@@ -54,7 +58,7 @@ TEST(Tuning, MalformedLinesNameTheLineAndTheFieldAndKeepTheOldTable) {
       {"bf16 1 2x 3 tiled\n", "bad K"},
       {"bf16 1 2 -3 tiled\n", "bad rows_max"},
       {"bf16 1 2 99999999999999999999 tiled\n", "bad rows_max"},
-      {"bf16 1 2 3 wgmma\n", "bad kernel (skinny or tiled)"},
+      {"bf16 1 2 3 hopper\n", "bad kernel (skinny, tiled or wgmma)"},
   };
   for (const auto &c : cases) {
     EXPECT_EQ(moe_tuning_parse(c.text, "t", &tab.t), moeErrorInvalidArgument) << c.text;
@@ -97,6 +101,31 @@ TEST(Tuning, PublicLoadOnACpuContext) {
   moeContextDestroy(ctx);
   unsetenv("MOE_TUNING_FILE");
   std::remove(path.c_str());
+}
+
+// MOE_GEMM_KERNEL forces a kernel choice for the context; a bad value fails creation.
+TEST(Tuning, EnvironmentForcesTheKernelChoice) {
+  moeContextConfig_t cc = MOE_CONTEXT_CONFIG_INIT;
+  cc.backend = moeBackendCpu;
+  moeContext_t ctx = nullptr;
+  ASSERT_EQ(moeContextCreate(&ctx, &cc), moeSuccess);
+  EXPECT_EQ(ctx->gemm_kernel, MOE_GEMM_KERNEL_AUTO);
+  moeContextDestroy(ctx);
+  const struct {
+    const char *value;
+    int32_t kernel;
+  } ok[] = {{"wgmma", MOE_GEMM_KERNEL_WGMMA}, {"tiled", MOE_GEMM_KERNEL_TILED}, {"skinny", MOE_GEMM_KERNEL_SKINNY}};
+  for (const auto &c : ok) {
+    setenv("MOE_GEMM_KERNEL", c.value, 1);
+    ASSERT_EQ(moeContextCreate(&ctx, &cc), moeSuccess) << Message();
+    EXPECT_EQ(ctx->gemm_kernel, c.kernel) << c.value;
+    moeContextDestroy(ctx);
+  }
+  setenv("MOE_GEMM_KERNEL", "hopper", 1);
+  EXPECT_EQ(moeContextCreate(&ctx, &cc), moeErrorInvalidArgument);
+  EXPECT_NE(Message().find("MOE_GEMM_KERNEL = \"hopper\" must be skinny, tiled or wgmma"), std::string::npos)
+      << Message();
+  unsetenv("MOE_GEMM_KERNEL");
 }
 
 }  // namespace

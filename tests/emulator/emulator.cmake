@@ -7,7 +7,7 @@ find_package(Threads REQUIRED)
 set(_emu_dir ${CMAKE_CURRENT_LIST_DIR})
 set(MOE_EMU_INCLUDE_DIR ${_emu_dir}/include)
 
-add_library(moe_cuda_emu SHARED ${_emu_dir}/src/runtime.cc ${_emu_dir}/src/scheduler.cc)
+add_library(moe_cuda_emu SHARED ${_emu_dir}/src/runtime.cc ${_emu_dir}/src/scheduler.cc ${_emu_dir}/src/hopper.cc)
 set_target_properties(moe_cuda_emu PROPERTIES CXX_VISIBILITY_PRESET default VISIBILITY_INLINES_HIDDEN OFF)
 target_include_directories(moe_cuda_emu PUBLIC ${MOE_EMU_INCLUDE_DIR} ${CUDAToolkit_INCLUDE_DIRS})
 target_compile_definitions(moe_cuda_emu PUBLIC MOE_CUDA_EMULATION=1)
@@ -34,9 +34,10 @@ foreach(_in IN LISTS _emu_kernel_inputs)
                      COMMENT "Rewriting ${_name} for the CUDA emulator" VERBATIM)
   list(APPEND MOE_EMU_KERNEL_SOURCES ${_out})
 endforeach()
-# -ffp-contract=off: __fadd_rn / __fmul_rn and the kernels' separate multiply-then-add must not
+# -Wno-psabi: gcc notes an ABI change for passing the 64-byte-aligned CUtensorMap by value, which
+# only matters across compilers. -ffp-contract=off: __fadd_rn / __fmul_rn and the kernels' separate multiply-then-add must not
 # become FMAs, as they do not on the GPU. -fno-strict-aliasing: kernels move 16-byte vectors
 # through reinterpret_cast (uint4 over __half[8]), which nvcc compiles as meant and g++ at -O2
 # would be free to reorder.
 set_source_files_properties(${_emu_kernel_units} PROPERTIES
-  COMPILE_OPTIONS "-include;${MOE_EMU_INCLUDE_DIR}/moe_emu/device.h;-ffp-contract=off;-fno-strict-aliasing;-Wno-unknown-pragmas")
+  COMPILE_OPTIONS "-include;${MOE_EMU_INCLUDE_DIR}/moe_emu/device.h;-ffp-contract=off;-fno-strict-aliasing;-Wno-unknown-pragmas;-Wno-psabi")

@@ -1,11 +1,14 @@
 // The emulator checked against plain host arithmetic: the tensor-core instructions (ldmatrix,
-// mma.m16n8k16) against a matrix product with the fragments placed as the PTX ISA states,
+// mma.m16n8k16, wgmma with its shared-memory descriptors) against a matrix product with the
+// fragments and layouts placed as the PTX ISA states, TMA and the 128-byte swizzle, mbarrier phases,
 // shuffles and votes, block barriers, deadlock detection, and graph capture / replay.
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <random>
 #include <vector>
+
+#include <cudaTypedefs.h>
 
 #include "../../kernels/ptx.cuh"
 #include "moe_emu/device.h"
@@ -223,6 +226,238 @@ TEST(Emulator, LdmatrixFragmentLayout) {
       const uint32_t want = Pack(static_cast<uint16_t>(i * 64 + row * 8 + col), static_cast<uint16_t>(i * 64 + row * 8 + col + 1));
       EXPECT_EQ(o[lane * 4 + i], want) << "lane " << lane << " register " << i;
     }
+}
+
+
+// ---- Hopper: wgmma, TMA, mbarrier ----------------------------------------------------------------
+// Written from the PTX ISA and the driver API's text, not from the emulator's code: operands are
+// placed by the layouts' own definitions ("16-byte chunk c of 128-byte row r is stored at chunk
+// c ^ (r % 8)", core matrices of 8 rows x 16 bytes), results compared with a plain product.
+
+// Byte offset of element k (16-bit) of row r in a 128-byte-swizzled tile of 64-element rows.
+uint32_t Sw128Offset(int r, int k) {
+  const int chunk = (k * 2) / 16, within = (k * 2) % 16;
+  return static_cast<uint32_t>(r * 128 + ((chunk ^ (r % 8)) * 16) + within);
+}
+// Byte offset of element (r, k) in the no-swizzle K-major layout: 8 x 8 core matrices (8 rows of
+// 16 contiguous bytes), lbo bytes apart along K and sbo bytes apart along rows.
+uint32_t InterleavedOffset(int r, int k, uint32_t lbo, uint32_t sbo) {
+  return static_cast<uint32_t>((r / 8) * sbo + (k / 8) * lbo + (r % 8) * 16 + (k % 8) * 2);
+}
+uint64_t Desc(uint32_t addr, uint32_t lbo, uint32_t sbo, uint64_t mode) {
+  return ((addr >> 4) & 0x3FFFu) | (static_cast<uint64_t>((lbo >> 4) & 0x3FFFu) << 16) |
+         (static_cast<uint64_t>((sbo >> 4) & 0x3FFFu) << 32) | (mode << 62);
+}
+
+// One warpgroup. smem: A at 0 and B at 8192 (1024-aligned) as the host placed them (image: the
+// bytes of both). swizzled: A 64 x 64 and B 128 x 64 in the 128B-swizzle layout, four k16 steps
+// along the row; else A 64 x 16 and B 128 x 16 interleaved (LBO 128, SBO 256), one step.
+// D starts as c (scale_d = 1 throughout) or as garbage with scale_d = 0 on the first step.
+template <typename TS>
+void wgmma_kernel(const unsigned char *image, int image_bytes, const float *c, float *d, bool swizzled, bool accumulate) {
+  unsigned char *sm = static_cast<unsigned char *>(moe_emu::dynamic_smem());
+  const int t = threadIdx.x;
+  for (int i = t; i < image_bytes; i += 128) sm[i] = image[i];
+  __syncthreads();
+  float acc[64];
+  for (int i = 0; i < 64; ++i) acc[i] = accumulate ? c[t * 64 + i] : 1e30f;
+  moe_kernels::wgmma_fence();
+  if (swizzled) {
+    for (int kk = 0; kk < 4; ++kk)
+      moe_kernels::wgmma_m64n128k16<TS>(acc, Desc(0 + 32 * kk, 16, 1024, 1), Desc(8192 + 32 * kk, 16, 1024, 1),
+                                        accumulate || kk > 0);
+  } else {
+    moe_kernels::wgmma_m64n128k16<TS>(acc, Desc(0, 128, 256, 0), Desc(8192, 128, 256, 0), accumulate);
+  }
+  moe_kernels::wgmma_commit();
+  moe_kernels::wgmma_wait<0>(acc);
+  for (int i = 0; i < 64; ++i) d[t * 64 + i] = acc[i];
+}
+
+template <typename TS>
+void CheckWgmma(bool bf16, bool swizzled, bool accumulate) {
+  const int KD = swizzled ? 64 : 16;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-2.f, 2.f);
+  std::vector<uint16_t> a(64 * KD), b(128 * KD);  // A[m][k], B[n][k]
+  for (auto &x : a) x = Bits(u(rng), bf16);
+  for (auto &x : b) x = Bits(u(rng), bf16);
+  std::vector<unsigned char> image(8192 + 16384, 0);
+  auto put = [&](uint32_t off, uint16_t v) { std::memcpy(&image[off], &v, 2); };
+  for (int r = 0; r < 64; ++r)
+    for (int k = 0; k < KD; ++k) put(swizzled ? Sw128Offset(r, k) : InterleavedOffset(r, k, 128, 256), a[r * KD + k]);
+  for (int r = 0; r < 128; ++r)
+    for (int k = 0; k < KD; ++k)
+      put(8192 + (swizzled ? Sw128Offset(r, k) : InterleavedOffset(r, k, 128, 256)), b[r * KD + k]);
+  std::vector<float> c(128 * 64);
+  for (auto &x : c) x = u(rng);
+  Dev<unsigned char> dimg(image.size());
+  Dev<float> dc(c.size()), dd(c.size());
+  dimg.Put(image);
+  dc.Put(c);
+  Launch(dim3(1), dim3(128), image.size(), [](auto... x) { wgmma_kernel<TS>(x...); }, dimg.p,
+         static_cast<int>(image.size()), dc.p, dd.p, swizzled, accumulate);
+  const auto d = dd.Get();
+  // PTX ISA, wgmma .m64nNk16 accumulator D: warp w of the warpgroup holds rows 16w..16w+15; in
+  // it, as for mma.m16n8: lane l holds row l/4 (+8 for the second pair) and columns 2(l%4),
+  // 2(l%4)+1 of each 8-column block, blocks in order: d[4j + 0,1] row l/4, d[4j + 2,3] row l/4 + 8.
+  for (int t = 0; t < 128; ++t) {
+    const int w = t / 32, l = t % 32;
+    for (int j = 0; j < 16; ++j)
+      for (int q = 0; q < 4; ++q) {
+        const int row = 16 * w + l / 4 + (q >= 2 ? 8 : 0), col = 8 * j + 2 * (l % 4) + (q % 2);
+        double s = accumulate ? c[t * 64 + 4 * j + q] : 0.0;
+        for (int k = 0; k < KD; ++k) s += double(Value(a[row * KD + k], bf16)) * Value(b[col * KD + k], bf16);
+        const float got = d[t * 64 + 4 * j + q];
+        ASSERT_NEAR(got, s, 1e-5 * (1 + std::fabs(s))) << "thread " << t << " D[" << row << "][" << col << "]";
+      }
+  }
+}
+
+TEST(Emulator, WgmmaSwizzle128Bf16MatchesMatrixProduct) { CheckWgmma<__nv_bfloat16>(true, true, true); }
+TEST(Emulator, WgmmaSwizzle128F16ScaleDZero) { CheckWgmma<__half>(false, true, false); }
+TEST(Emulator, WgmmaInterleavedLboSboBf16) { CheckWgmma<__nv_bfloat16>(true, false, true); }
+
+// Results land at wait_group, not at issue: a read before the wait sees the old accumulators.
+void wgmma_deferred_kernel(float *out) {
+  unsigned char *sm = static_cast<unsigned char *>(moe_emu::dynamic_smem());
+  for (int i = threadIdx.x; i < 8192 + 16384; i += 128) sm[i] = 0x3c;  // f16 1.0 + tiny: 0x3c3c
+  __syncthreads();
+  float acc[64];
+  for (int i = 0; i < 64; ++i) acc[i] = 5.f;
+  moe_kernels::wgmma_m64n128k16<__half>(acc, Desc(0, 16, 1024, 1), Desc(8192, 16, 1024, 1), 1);
+  moe_kernels::wgmma_commit();
+  out[threadIdx.x * 2] = acc[0];
+  moe_kernels::wgmma_wait<0>(acc);
+  out[threadIdx.x * 2 + 1] = acc[0];
+}
+
+TEST(Emulator, WgmmaResultsLandAtWaitGroup) {
+  Dev<float> out(256);
+  Launch(dim3(1), dim3(128), 8192 + 16384, [](auto... a) { wgmma_deferred_kernel(a...); }, out.p);
+  const auto o = out.Get();
+  __half_raw raw;
+  raw.x = 0x3c3c;
+  const float v = __half2float(__half(raw));
+  EXPECT_EQ(o[0], 5.f);
+  EXPECT_FLOAT_EQ(o[1], 5.f + 16 * v * v);
+}
+
+// mbarrier phases: 64 threads write a slot, arrive, wait for the phase, read a neighbour's slot;
+// twice, the second time on parity 1. Correct only if no thread leaves a wait early.
+void mbarrier_kernel(int *out) {
+  unsigned char *sm = static_cast<unsigned char *>(moe_emu::dynamic_smem());
+  int *slot = reinterpret_cast<int *>(sm + 64);
+  const int t = threadIdx.x;
+  if (t == 0) moe_kernels::mbar_init(0, 64);
+  __syncthreads();
+  for (int round = 0; round < 2; ++round) {
+    slot[t] = 100 * round + t;
+    moe_kernels::mbar_arrive(0);
+    moe_kernels::mbar_wait(0, static_cast<uint32_t>(round));
+    out[round * 64 + t] = slot[(t + 1) % 64];
+    __syncthreads();  // every read done before the next round's writes
+  }
+}
+
+TEST(Emulator, MbarrierPhasesOrderSharedMemory) {
+  Dev<int> out(128);
+  Launch(dim3(1), dim3(64), 64 + 256, [](auto... a) { mbarrier_kernel(a...); }, out.p);
+  const auto o = out.Get();
+  for (int r = 0; r < 2; ++r)
+    for (int t = 0; t < 64; ++t) EXPECT_EQ(o[r * 64 + t], 100 * r + (t + 1) % 64) << "round " << r << " thread " << t;
+}
+
+void mbarrier_never_kernel() {
+  if (threadIdx.x == 0) moe_kernels::mbar_init(0, 2);  // two arrivals expected, one comes
+  __syncthreads();
+  if (threadIdx.x == 0) moe_kernels::mbar_arrive(0);
+  moe_kernels::mbar_wait(0, 0);
+}
+
+TEST(EmulatorDeathTest, MbarrierWaitThatCannotCompleteAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(Launch(dim3(1), dim3(32), 64, [](auto... a) { mbarrier_never_kernel(a...); }),
+               "waits on the mbarrier at 0x0 for parity 0: 0 phases completed, 1 of 2 arrivals pending");
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 EncodeTiled() {
+  void *fn = nullptr;
+  cudaDriverEntryPointQueryResult q;
+  EXPECT_EQ(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q), cudaSuccess);
+  EXPECT_EQ(q, cudaDriverEntryPointSuccess);
+  return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+}
+
+// TMA: a 64 x 32 box of a [100 rows, 72] 16-bit tensor at (k 64, row 80), so that columns past
+// 72 and rows past 100 are outside; 128-byte swizzle. The box lands when the mbarrier's phase
+// completes: expect_tx of the whole box (zeros included) plus one arrival.
+void tma_kernel(const CUtensorMap map, uint16_t *out) {
+  unsigned char *sm = static_cast<unsigned char *>(moe_emu::dynamic_smem());
+  const uint32_t bar = 4096;
+  if (threadIdx.x == 0) {
+    moe_kernels::mbar_init(bar, 1);
+    moe_kernels::fence_mbar_init();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    moe_kernels::mbar_arrive_expect_tx(bar, 64 * 32 * 2);
+    moe_kernels::tma_load_2d(0, &map, 64, 80, bar);
+  }
+  moe_kernels::mbar_wait(bar, 0);
+  for (int i = threadIdx.x; i < 2048; i += 32) std::memcpy(&out[i], sm + 2 * i, 2);
+}
+
+TEST(Emulator, TmaTile2dSwizzle128AndOutOfBoundsZeros) {
+  const int rows = 100, cols = 72;
+  std::vector<uint16_t> g(rows * cols);
+  for (int r = 0; r < rows; ++r)
+    for (int k = 0; k < cols; ++k) g[r * cols + k] = static_cast<uint16_t>(1 + r * 128 + k);
+  Dev<uint16_t> dg(g.size()), dout(2048);
+  dg.Put(g);
+  CUtensorMap map;  // the type carries the alignment the driver asks for
+  const cuuint64_t dims[2] = {cols, rows}, strides[1] = {cols * 2};
+  const cuuint32_t box[2] = {64, 32}, es[2] = {1, 1};
+  auto encode = EncodeTiled();
+  ASSERT_NE(encode, nullptr);
+  ASSERT_EQ(encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, dg.p, dims, strides, box, es,
+                   CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+            CUDA_SUCCESS);
+  Launch(dim3(1), dim3(32), 4096 + 64, [](auto... a) { tma_kernel(a...); }, map, dout.p);
+  const auto o = dout.Get();
+  std::vector<uint16_t> img(2048);
+  std::memcpy(img.data(), o.data(), 4096);
+  for (int y = 0; y < 32; ++y)
+    for (int x = 0; x < 64; ++x) {
+      const int gr = 80 + y, gk = 64 + x;
+      const uint16_t want = (gr < rows && gk < cols) ? g[gr * cols + gk] : 0;
+      uint16_t got;
+      std::memcpy(&got, reinterpret_cast<const unsigned char *>(img.data()) + Sw128Offset(y, x), 2);
+      ASSERT_EQ(got, want) << "box row " << y << " column " << x;
+    }
+}
+
+TEST(Emulator, TensorMapEncodeChecksTheDriverRequirements) {
+  Dev<uint16_t> dg(100 * 72);
+  CUtensorMap map;  // the type carries the alignment the driver asks for
+  const cuuint64_t dims[2] = {72, 100}, strides[1] = {144}, odd_stride[1] = {136};
+  const cuuint32_t box[2] = {64, 32}, wide[2] = {128, 32}, es[2] = {1, 1};
+  auto encode = EncodeTiled();
+  ASSERT_NE(encode, nullptr);
+  auto run = [&](const cuuint64_t *st, const cuuint32_t *bx, CUtensorMapSwizzle sw) {
+    return encode(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, dg.p, dims, st, bx, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                  sw, CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  };
+  EXPECT_EQ(run(strides, box, CU_TENSOR_MAP_SWIZZLE_128B), CUDA_SUCCESS);
+  EXPECT_EQ(run(odd_stride, box, CU_TENSOR_MAP_SWIZZLE_128B), CUDA_ERROR_INVALID_VALUE);  // stride % 16
+  EXPECT_EQ(run(strides, wide, CU_TENSOR_MAP_SWIZZLE_128B), CUDA_ERROR_INVALID_VALUE);    // 256 B > 128 B span
+  EXPECT_EQ(run(strides, wide, CU_TENSOR_MAP_SWIZZLE_NONE), CUDA_SUCCESS);
+  void *fn = reinterpret_cast<void *>(1);
+  cudaDriverEntryPointQueryResult q;
+  EXPECT_EQ(cudaGetDriverEntryPointByVersion("cuNoSuchFunction", &fn, 12000, cudaEnableDefault, &q), cudaSuccess);
+  EXPECT_EQ(q, cudaDriverEntryPointSymbolNotFound);
+  EXPECT_EQ(fn, nullptr);
 }
 
 // ---- streams and graphs ------------------------------------------------------------------------

@@ -282,6 +282,9 @@ const ExpertsCase kExpertsCases[] = {
     {"one_expert", 64, 200, 8, 2, moeActivationSwiGLU, 1, moeRoutingTopKSoftmax, true},
     // K past the skinny kernel's 2048-element A tile, in both GEMMs, odd (scalar loads)
     {"k_tiles", 2100, 2061, 8, 2, moeActivationSwiGLU, 1, moeRoutingTopKSoftmax, false, 24},
+    // K % 8 == 0 and K past the wgmma kernel's 5 x 64 stages (11 and 7 K tiles): its pipeline
+    // wraps around, so the empty-stage barriers and both phase parities are exercised
+    {"k_stages", 648, 392, 8, 2, moeActivationSwiGLU, 1, moeRoutingTopKSoftmax, false, 97},
 };
 
 class CudaExperts : public ::testing::TestWithParam<std::tuple<ExpertsCase, moeDtype_t>> {};

@@ -69,12 +69,20 @@ static moeGemmParams gemm_defaults(const moeLayer *L) {
   return g;
 }
 
-/* The context's tuning table decides the kernel of g's shape, else the heuristic (AUTO). The
- * rows per group are the average the host can know without a synchronization: M / groups. */
+/* MOE_GEMM_KERNEL (the context's override), else the context's tuning table decides the kernel
+ * of g's shape, else the heuristic (AUTO). The rows per group are the average the host can know
+ * without a synchronization: M / groups. The wgmma kernel exists for compute capability 9.x
+ * only (sm_90a); elsewhere that choice runs as tiled. AUTO never picks wgmma: it becomes the
+ * default once a GPU has measured it (bench/NOTES.md). */
 static void choose_kernel(const moeLayer *L, moeGemmParams *g) {
   const int64_t groups = g->group_offsets ? g->num_groups : 1;
   const int64_t rows = (g->M + groups - 1) / groups;
-  g->kernel = (int32_t)moe_tuning_lookup(&L->ctx->tuning, g->dtype, g->N, g->K, rows);
+  int32_t k = L->ctx->gemm_kernel;
+  if (k == MOE_GEMM_KERNEL_AUTO)
+    k = (int32_t)moe_tuning_lookup(&L->ctx->tuning, g->dtype, g->N, g->K, rows);
+  const moeCudaState *st = (const moeCudaState *)L->ctx->backend_state;
+  if (k == MOE_GEMM_KERNEL_WGMMA && (!st || st->cc_major != 9)) k = MOE_GEMM_KERNEL_TILED;
+  g->kernel = k;
 }
 
 moeStatus_t moe_cuda_experts(const moeLayer *L, const moeExpertsArgs *a, moeScratch s,

@@ -2,10 +2,12 @@
 // memory is host heap, work on a stream runs at enqueue time in order, a capturing stream
 // records work and cudaGraphLaunch replays it. Signatures come from the real CUDA headers.
 #include <cublas_v2.h>
+#include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -46,6 +48,11 @@ struct cublasContext {
 };
 
 namespace {
+
+std::atomic<long> &required_kernel_runs() {
+  static std::atomic<long> runs{0};
+  return runs;
+}
 
 std::mutex g_mu;  // allocations, captures, kernel attributes
 std::map<uintptr_t, size_t> g_allocs;
@@ -130,6 +137,25 @@ cudaError_t check_copy(void *dst, const void *src, size_t n, cudaMemcpyKind kind
 
 // ---- kernel launches -------------------------------------------------------------------------
 namespace moe_emu {
+// MOE_EMU_REQUIRE_KERNEL=<name>: the process fails at exit unless a kernel whose name contains
+// <name> ran, so that a test forcing a code path (MOE_GEMM_KERNEL=wgmma) proves it was taken.
+const char *required_kernel() {
+  static const char *name = [] {
+    const char *s = std::getenv("MOE_EMU_REQUIRE_KERNEL");
+    if (!s || !*s) return static_cast<const char *>(nullptr);
+    std::atexit([] {
+      if (required_kernel_runs().load() == 0) {
+        std::fprintf(stderr, "[moe CUDA emulator] MOE_EMU_REQUIRE_KERNEL: no kernel named *%s* ran\n",
+                     std::getenv("MOE_EMU_REQUIRE_KERNEL"));
+        std::fflush(stderr);
+        std::_Exit(1);
+      }
+    });
+    return s;
+  }();
+  return name;
+}
+
 cudaError_t launch(const LaunchSpec &spec, std::function<void()> body) {
   const dim3 g = spec.grid, b = spec.block;
   const unsigned long long threads = 1ull * b.x * b.y * b.z;
@@ -146,10 +172,14 @@ cudaError_t launch(const LaunchSpec &spec, std::function<void()> body) {
   LaunchSpec copy = spec;
   copy.stream = nullptr;
   return enqueue(spec.stream, [copy, body]() {
+    const char *req = required_kernel();
+    if (req && copy.name && std::strstr(copy.name, req)) ++required_kernel_runs();
     run_grid(copy, body);
     return cudaSuccess;
   });
 }
+
+static const bool g_required_kernel_armed = required_kernel() != nullptr;  // at load, not first launch
 
 cudaError_t enqueue_host(cudaStream_t stream, std::function<cudaError_t()> work) {
   return enqueue(stream, std::move(work));
@@ -164,6 +194,92 @@ EMU_EXPORT cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttri
     std::lock_guard<std::mutex> lock(g_mu);
     g_max_dynamic_smem[func] = value;
   }
+  return cudaSuccess;
+}
+
+
+EMU_EXPORT cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int device) {
+  if (!value) return fail(cudaErrorInvalidValue);
+  if (device != 0) return fail(cudaErrorInvalidDevice);
+  cudaDeviceProp p;
+  cudaGetDeviceProperties(&p, 0);
+  switch (attr) {
+    case cudaDevAttrComputeCapabilityMajor: *value = p.major; return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor: *value = p.minor; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *value = p.multiProcessorCount; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = static_cast<int>(p.sharedMemPerBlockOptin); return cudaSuccess;
+    default: return fail(cudaErrorInvalidValue);
+  }
+}
+
+// ---- the driver's tensor maps, reached through the runtime's entry-point query -----------------
+namespace {
+// cuTensorMapEncodeTiled: the CUDA driver API's requirements checked (tensor map 64-byte aligned,
+// rank 1..5, global address 16-byte aligned, dimensions in [1, 2^32], strides multiples of 16
+// below 2^40 and no smaller than the rows they step over, boxes of 1..256 elements whose inner
+// extent is a multiple of 16 bytes and, swizzled, no wider than the swizzle span, element strides
+// 1..8), then the parameters recorded in the map for the emulated TMA (moe_emu::TensorMapRecord).
+// The whole tensor must lie in one device allocation.
+CUresult CUDAAPI emu_tensor_map_encode_tiled(CUtensorMap *map, CUtensorMapDataType type, cuuint32_t rank,
+                                             void *global, const cuuint64_t *dim, const cuuint64_t *stride,
+                                             const cuuint32_t *box, const cuuint32_t *elem_stride,
+                                             CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle,
+                                             CUtensorMapL2promotion, CUtensorMapFloatOOBfill oob) {
+  static const uint8_t kBytes[] = {1, 2, 4, 4, 8, 8, 2, 4, 8, 2, 4, 4, 4};  // UINT8 .. TFLOAT32_FTZ
+  auto bad = [](const char *why) {
+    if (std::getenv("MOE_EMU_TRACE")) std::fprintf(stderr, "[moe CUDA emulator] cuTensorMapEncodeTiled: %s\n", why);
+    return CUDA_ERROR_INVALID_VALUE;
+  };
+  if (!map || reinterpret_cast<uintptr_t>(map) % 64) return bad("tensor map not 64-byte aligned");
+  if (static_cast<unsigned>(type) >= sizeof kBytes) return bad("data type not emulated");
+  if (rank < 1 || rank > 5 || !dim || !box || !elem_stride || (rank > 1 && !stride)) return bad("rank or arrays");
+  if (interleave != CU_TENSOR_MAP_INTERLEAVE_NONE) return bad("interleave not emulated");
+  if (reinterpret_cast<uintptr_t>(global) % 16) return bad("global address not 16-byte aligned");
+  moe_emu::TensorMapRecord r{};
+  r.magic = moe_emu::kTensorMapMagic;
+  r.global = global;
+  r.rank = static_cast<uint8_t>(rank);
+  r.elem_bytes = kBytes[type];
+  r.swizzle_bytes = swizzle == CU_TENSOR_MAP_SWIZZLE_NONE ? 0 : swizzle == CU_TENSOR_MAP_SWIZZLE_32B ? 32
+                    : swizzle == CU_TENSOR_MAP_SWIZZLE_64B ? 64 : swizzle == CU_TENSOR_MAP_SWIZZLE_128B ? 128 : 255;
+  if (r.swizzle_bytes == 255) return bad("swizzle mode not emulated");
+  r.oob_nan = oob != CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE;
+  uint64_t extent = r.elem_bytes;  // bytes from global to one past the last element
+  for (cuuint32_t i = 0; i < rank; ++i) {
+    if (dim[i] < 1 || dim[i] > (uint64_t(1) << 32)) return bad("globalDim out of [1, 2^32]");
+    r.dim[i] = dim[i];
+    r.stride[i] = i == 0 ? r.elem_bytes : stride[i - 1];
+    if (i > 0 && (r.stride[i] % 16 || r.stride[i] >= (uint64_t(1) << 40))) return bad("globalStrides: multiples of 16 below 2^40");
+    if (i > 0 && r.stride[i] < r.dim[i - 1] * r.stride[i - 1]) return bad("globalStrides smaller than the dimension below");
+    if (box[i] < 1 || box[i] > 256) return bad("boxDim out of [1, 256]");
+    if (elem_stride[i] < 1 || elem_stride[i] > 8) return bad("elementStrides out of [1, 8]");
+    r.box[i] = static_cast<uint16_t>(box[i]);
+    r.elem_stride[i] = static_cast<uint8_t>(elem_stride[i]);
+    extent += (dim[i] - 1) * r.stride[i];
+  }
+  if ((uint64_t(box[0]) * r.elem_bytes) % 16) return bad("boxDim[0] * element size not a multiple of 16 bytes");
+  if (r.swizzle_bytes && uint64_t(box[0]) * r.elem_bytes > r.swizzle_bytes) return bad("boxDim[0] wider than the swizzle span");
+  if (!is_device_range(global, extent))
+    moe_emu::fatal("cuTensorMapEncodeTiled: the tensor [%p, +%llu bytes) is not inside one device allocation", global,
+                   static_cast<unsigned long long>(extent));
+  std::memset(map, 0, sizeof *map);
+  std::memcpy(map, &r, sizeof r);
+  return CUDA_SUCCESS;
+}
+}  // namespace
+
+EMU_EXPORT cudaError_t cudaGetDriverEntryPointByVersion(const char *symbol, void **fn, unsigned int version,
+                                                        unsigned long long flags,
+                                                        cudaDriverEntryPointQueryResult *status) {
+  (void)flags;
+  if (!symbol || !fn) return fail(cudaErrorInvalidValue);
+  *fn = nullptr;
+  cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+  if (std::strcmp(symbol, "cuTensorMapEncodeTiled") == 0 && version >= 12000) {
+    *fn = reinterpret_cast<void *>(&emu_tensor_map_encode_tiled);
+    q = cudaDriverEntryPointSuccess;
+  }
+  if (status) *status = q;
   return cudaSuccess;
 }
 

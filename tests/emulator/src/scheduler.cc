@@ -3,6 +3,8 @@
 // end; the scheduler then runs the next ready fiber. Blocks run one after the other.
 #include "scheduler.h"
 
+#include "block.h"
+
 #include <cuda_fp16.h>
 
 #include <sys/mman.h>
@@ -12,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -56,6 +59,7 @@ moe_emu_switch:
 )");
 
 namespace moe_emu {
+using namespace detail;
 
 thread_local Builtins t_builtins;
 
@@ -75,46 +79,6 @@ namespace {
 constexpr size_t kStackBytes = 128 * 1024;  // kernels keep tiles "in registers"
 constexpr size_t kGuardBytes = 4096;
 
-enum class State { kReady, kAtBarrier, kAtWarp, kDone };
-
-struct AsyncCopy {
-  uint32_t dst;
-  const void *src;
-  size_t src_bytes, total_bytes;
-  int group;  // -1 until committed
-};
-
-struct Fiber {
-  std::vector<AsyncCopy> async_copies;  // cp.async issued and not yet performed
-  int async_groups = 0;                 // groups committed so far
-  void *sp = nullptr;
-  State state = State::kReady;
-  uint3 tid{};
-  int linear = 0;
-  void *asan_fake = nullptr;
-};
-
-struct WarpSync {
-  uint32_t arrived = 0, mask = 0;
-  int op = 0;
-  const char *first_op_name = nullptr;
-  unsigned char in[32][kWarpInBytes];
-  unsigned char out[32][kWarpOutBytes];
-};
-
-struct BlockRun {
-  const LaunchSpec *spec = nullptr;
-  const std::function<void()> *body = nullptr;
-  std::vector<Fiber> fibers;
-  std::vector<WarpSync> warps;
-  int n = 0, at_barrier = 0, done = 0;
-  Fiber *current = nullptr;
-  void *sched_sp = nullptr;
-  unsigned char *smem = nullptr;
-  size_t smem_bytes = 0;
-  const void *sched_stack_bottom = nullptr;
-  size_t sched_stack_size = 0;
-};
 
 // Fiber stacks of this OS thread, reused by every block it runs.
 struct StackPool {
@@ -168,7 +132,9 @@ const char *op_name(int op) {
   return "?";
 }
 
-BlockRun &run() {
+}  // namespace
+
+BlockRun &detail::run() {
   if (!t_run || !t_run->current) fatal("a device built-in was called outside a kernel");
   return *t_run;
 }
@@ -183,7 +149,7 @@ void asan_enter_fiber(BlockRun &r, Fiber &f) {
 }
 
 // Back to the scheduler from the current fiber.
-void yield_to_scheduler(BlockRun &r, Fiber &f) {
+void detail::yield_to_scheduler(BlockRun &r, Fiber &f) {
 #ifdef MOE_EMU_ASAN
   __sanitizer_start_switch_fiber(f.state == State::kDone ? nullptr : &f.asan_fake, r.sched_stack_bottom,
                                  r.sched_stack_size);
@@ -192,12 +158,23 @@ void yield_to_scheduler(BlockRun &r, Fiber &f) {
   asan_enter_fiber(r, f);
 }
 
+namespace {
+
+// A thread must not exit with wgmma work its warpgroup never waited for (the accumulators would
+// be lost). Out of line: fiber_main's own frame never returns, so it must stay free of locals
+// that AddressSanitizer would leave poisoned on the reused fiber stack.
+__attribute__((noinline)) void check_no_wgmma_in_flight(BlockRun &r, const Fiber &f) {
+  if (!r.warpgroups.empty() && !r.warpgroups[static_cast<size_t>(f.linear / 128)].pending.empty())
+    fatal("kernel %s: thread %d exits with wgmma operations its warpgroup never waited for", r.spec->name, f.linear);
+}
+
 void fiber_main() {
   BlockRun &r = *t_run;
   Fiber &f = *r.current;
   asan_enter_fiber(r, f);
   (*r.body)();
   cp_async_wait_group(0);  // copies still in flight land before the block's memory goes
+  check_no_wgmma_in_flight(r, f);
   f.state = State::kDone;
   ++r.done;
 #ifdef MOE_EMU_ASAN
@@ -248,7 +225,25 @@ void resume(BlockRun &r, Fiber &f) {
     if (r.warps[w].arrived)
       std::fprintf(stderr, "  warp %zu: lanes 0x%08x of mask 0x%08x wait in %s\n", w, r.warps[w].arrived,
                    r.warps[w].mask, op_name(r.warps[w].op));
-  fatal("a barrier or warp collective that some threads of the block never reach");
+  for (size_t g = 0; g < r.warpgroups.size(); ++g)
+    if (r.warpgroups[g].arrived)
+      std::fprintf(stderr, "  warpgroup %zu: %d of 128 threads wait in %s\n", g, r.warpgroups[g].arrived,
+                   wg_op_name(r.warpgroups[g].op));
+  int shown = 0;
+  for (const auto &f : r.fibers) {
+    if (f.state != State::kAtMbarrier) continue;
+    if (shown++ == 8) {
+      std::fprintf(stderr, "  ... more threads wait on mbarriers\n");
+      break;
+    }
+    const Mbarrier &m = r.mbarriers[f.wait_bar];
+    std::fprintf(stderr,
+                 "  thread %d waits on the mbarrier at 0x%x for parity %u: %llu phases completed, %u of %u "
+                 "arrivals pending, tx-count %lld\n",
+                 f.linear, f.wait_bar, f.wait_parity, static_cast<unsigned long long>(m.phase), m.pending,
+                 m.expected, static_cast<long long>(m.tx));
+  }
+  fatal("a barrier, warp collective or mbarrier phase that some threads of the block never reach");
 }
 
 // Computes every participating lane's output of a completed warp collective.
@@ -466,6 +461,7 @@ void *shared_ptr(uint32_t addr, size_t bytes) {
   return r.smem + addr;
 }
 
+
 void run_grid(const LaunchSpec &spec, const std::function<void()> &body) {
   BlockRun r;
   r.spec = &spec;
@@ -504,6 +500,9 @@ void run_grid(const LaunchSpec &spec, const std::function<void()> &body) {
               init_fiber(f, t_stacks.get(static_cast<size_t>(i), static_cast<size_t>(r.n)));
             }
         for (auto &w : r.warps) w.arrived = 0;
+        r.warpgroups.assign(static_cast<size_t>(r.n % 128 == 0 ? r.n / 128 : 0), WarpgroupSync{});
+        r.mbarriers.clear();
+        r.tma_pending.clear();
         r.at_barrier = r.done = 0;
         while (r.done < r.n) {
           bool ran = false;
@@ -515,6 +514,13 @@ void run_grid(const LaunchSpec &spec, const std::function<void()> &body) {
             }
           }
           if (ran) continue;
+          // Nobody can run: a deferred wgmma wait completes, or queued TMA copies land (they may
+          // complete a phase someone awaits).
+          if (complete_deferred_wgmma_wait(r)) continue;
+          if (!r.tma_pending.empty()) {
+            flush_tma(r, ~0u);
+            continue;
+          }
           // Nobody can run: a barrier completes when every thread that has not exited is there.
           if (r.at_barrier > 0 && r.at_barrier + r.done == r.n) {
             for (auto &f : r.fibers)
@@ -524,6 +530,7 @@ void run_grid(const LaunchSpec &spec, const std::function<void()> &body) {
           }
           if (r.done < r.n) deadlock(r);
         }
+        flush_tma(r, ~0u);  // copies nobody waited for still land (and are bounds-checked)
       }
   free(smem);
   t_run = saved;

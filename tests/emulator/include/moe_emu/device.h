@@ -26,6 +26,7 @@
 #undef __launch_bounds__
 #undef __shared__
 #undef __constant__
+#undef __grid_constant__
 #define __global__
 #define __device__
 #define __host__
@@ -35,6 +36,7 @@
 // One block at a time runs on an OS thread, so a thread_local static is the block's copy.
 #define __shared__ static thread_local
 #define __constant__ static
+#define __grid_constant__
 
 #define threadIdx (::moe_emu::t_builtins.thread_idx)
 #define blockIdx (::moe_emu::t_builtins.block_idx)

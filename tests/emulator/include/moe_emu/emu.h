@@ -60,6 +60,39 @@ MOE_EMU_API void *shared_ptr(uint32_t addr, size_t bytes);
 MOE_EMU_API void cp_async_queue(uint32_t dst, const void *src, size_t src_bytes, size_t total_bytes);
 MOE_EMU_API void cp_async_commit_group();
 MOE_EMU_API void cp_async_wait_group(int newest_pending);
+// ---- Hopper (sm_90a) -------------------------------------------------------------------------
+// mbarrier: the emulator keeps each barrier's state (PTX ISA: expected and pending arrival counts,
+// tx-count, phase) beside shared memory, keyed by its address. A phase completes when the
+// pending arrivals and the tx-count are both zero. mbar_wait blocks until the phase of the given
+// parity has completed (try_wait.parity in a loop); a wait nothing can complete aborts.
+MOE_EMU_API void mbar_init(uint32_t bar, uint32_t count);
+// arrive (expect_tx_bytes = 0) or arrive.expect_tx: tx-count += bytes, then one arrival.
+MOE_EMU_API void mbar_arrive(uint32_t bar, uint32_t expect_tx_bytes);
+MOE_EMU_API void mbar_wait(uint32_t bar, uint32_t parity);
+// cp.async.bulk.tensor.2d global -> shared through a tensor map made by the emulated
+// cuTensorMapEncodeTiled; queued at issue and performed (then complete_tx on bar) when a thread
+// waits on bar, or when nothing else can run: as late as the ISA allows.
+MOE_EMU_API void tma_load_2d(uint32_t dst, const void *tensor_map, int32_t c0, int32_t c1, uint32_t bar);
+// wgmma.mma_async .m64nNk16 .f32 with 16-bit A and B from shared memory (K-major descriptors),
+// a warpgroup collective (the 128 threads of warps 4i..4i+3); performed at the wgmma.wait_group
+// that covers its commit group. d: this thread's N / 2 accumulator registers.
+MOE_EMU_API void wgmma_mma_async(bool bf16, int n, uint64_t desc_a, uint64_t desc_b, float *d, bool scale_d);
+MOE_EMU_API void wgmma_commit_group();
+MOE_EMU_API void wgmma_wait_group(int newest_pending);
+
+// What the emulated cuTensorMapEncodeTiled (src/runtime.cc) writes into a CUtensorMap.
+struct TensorMapRecord {
+  uint64_t magic;
+  const void *global;
+  uint64_t dim[5];
+  uint64_t stride[5];  // bytes; stride[0] is the element size
+  uint16_t box[5];
+  uint8_t elem_stride[5];
+  uint8_t rank, elem_bytes, swizzle_bytes, interleave, oob_nan;
+};
+constexpr uint64_t kTensorMapMagic = 0x70616d5f6f6d656dull;
+static_assert(sizeof(TensorMapRecord) <= 128, "a CUtensorMap is 128 bytes");
+
 [[noreturn]] MOE_EMU_API void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // A kernel launch: grid, block, dynamic shared memory, stream; fn identifies the kernel for
