@@ -182,6 +182,18 @@ size_t dtype_size(ncclDataType_t t) {
   }
 }
 
+const char *dtype_name(ncclDataType_t t) {
+  static const char *const names[] = {"ncclInt8",    "ncclUint8",   "ncclInt32",     "ncclUint32",
+                                      "ncclInt64",   "ncclUint64",  "ncclFloat16",   "ncclFloat32",
+                                      "ncclFloat64", "ncclBfloat16", "ncclFloat8e4m3", "ncclFloat8e5m2"};
+  return t >= 0 && t < ncclNumTypes ? names[t] : "an invalid datatype";
+}
+
+const char *redop_name(ncclRedOp_t op) {
+  static const char *const names[] = {"ncclSum", "ncclProd", "ncclMax", "ncclMin", "ncclAvg"};
+  return op >= 0 && op < ncclNumOps ? names[op] : "an invalid operation";
+}
+
 const void *stream_key(cudaStream_t s) {
   // The emulator runs the legacy and per-thread default streams as one.
   if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) return nullptr;
@@ -218,11 +230,11 @@ void match_p2p(Clique &c, int src, int dst) {
     sq.pop_front();
     rq.pop_front();
     if (s->count != r->count || s->dtype != r->dtype) {
-      std::string m = strf("communicator #%llu: rank %d sends %zu elements of datatype %d (%zu bytes) "
-                           "to rank %d, whose matching ncclRecv expects %zu elements of datatype %d "
-                           "(%zu bytes); NCCL requires the same count and datatype on both sides",
-                           c.serial, src, s->count, (int)s->dtype, s->bytes, dst, r->count,
-                           (int)r->dtype, r->bytes);
+      std::string m = strf("communicator #%llu: rank %d sends %zu elements of %s (%zu bytes) to "
+                           "rank %d, whose matching ncclRecv expects %zu elements of %s (%zu bytes); "
+                           "NCCL requires the same count and datatype on both sides",
+                           c.serial, src, s->count, dtype_name(s->dtype), s->bytes, dst, r->count,
+                           dtype_name(r->dtype), r->bytes);
       fail_msg(ncclInvalidUsage, true, m);
       finish(s, State::kFailed, ncclInvalidUsage, m);
       finish(r, State::kFailed, ncclInvalidUsage, m);
@@ -268,10 +280,10 @@ void complete_collective(Clique &c, unsigned long long seq) {
     const Op *b = ops[static_cast<size_t>(r)];
     if (b->count != a->count || b->dtype != a->dtype || b->redop != a->redop) {
       std::string m = strf("communicator #%llu: collective #%llu differs between ranks: rank 0 "
-                           "calls ncclAllReduce(count %zu, datatype %d, op %d), rank %d "
-                           "%s(count %zu, datatype %d, op %d)",
-                           c.serial, seq, a->count, (int)a->dtype, (int)a->redop, r,
-                           kind_name(b->kind), b->count, (int)b->dtype, (int)b->redop);
+                           "calls ncclAllReduce(count %zu, %s, %s), rank %d ncclAllReduce(count "
+                           "%zu, %s, %s)",
+                           c.serial, seq, a->count, dtype_name(a->dtype), redop_name(a->redop), r,
+                           b->count, dtype_name(b->dtype), redop_name(b->redop));
       fail_msg(ncclInvalidUsage, true, m);
       for (Op *op : ops) finish(op, State::kFailed, ncclInvalidUsage, m);
       poison(c, "communicator poisoned by an earlier error: " + m);
@@ -361,7 +373,7 @@ ncclResult_t execute(std::vector<Op> &ops) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                                                std::chrono::duration<double>(limit));
   if (!g_cv.wait_until(lock, deadline, all_done)) {
-    std::string m = strf("watchdog: no progress in %.0f s (MOE_EMU_NCCL_TIMEOUT); the peers never "
+    std::string m = strf("watchdog: no progress in %g s (MOE_EMU_NCCL_TIMEOUT); the peers never "
                          "posted the matching operations:", limit);
     for (const Op &op : ops)
       if (op.state == State::kPending)
@@ -548,15 +560,16 @@ ncclResult_t launch(std::vector<Op> ops) {
       auto range = g_busy.equal_range(k);
       for (auto it = range.first; it != range.second; ++it)
         if (it->second.first == c) (it->second.second == me ? mine : conflict) = true;
-      if (conflict) {
+      if (conflict) {  // the rank already waiting there would wait forever: release it too
+        const std::string m =
+            strf("%s: rank %d of communicator #%llu uses stream %p, on which another rank of the "
+                 "same communicator is blocked: NCCL kernels of two ranks on one stream wait for "
+                 "each other forever (give every rank its own stream; the real NCCL refuses two "
+                 "ranks on one GPU)", kind_name(op.kind), op.rank, c->serial, k);
+        poison(*op.clique, "communicator poisoned: " + m);
         lock.unlock();
         unregister();
-        return fail_msg(ncclInvalidUsage, true,
-                        strf("%s: rank %d of communicator #%llu uses stream %p, on which another "
-                             "rank of the same communicator is blocked: NCCL kernels of two ranks "
-                             "on one stream wait for each other forever (give every rank its own "
-                             "stream; the real NCCL refuses two ranks on one GPU)",
-                             kind_name(op.kind), op.rank, c->serial, k));
+        return fail_msg(ncclInvalidUsage, true, m);
       }
       if (!mine) g_busy.emplace(k, std::make_pair(c, me));
     }
@@ -592,7 +605,7 @@ ncclResult_t wait_joined(const std::shared_ptr<Clique> &c, int rank) {
     for (int r = 0; r < c->n; ++r)
       if (!c->members[static_cast<size_t>(r)]) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
     std::string m = strf("watchdog: ncclCommInitRank of rank %d (communicator #%llu, %d ranks): "
-                         "rank(s) %s never joined in %.0f s (MOE_EMU_NCCL_TIMEOUT)",
+                         "rank(s) %s never joined in %g s (MOE_EMU_NCCL_TIMEOUT)",
                          rank, c->serial, c->n, missing.c_str(), limit);
     fail_msg(ncclSystemError, true, m);
     poison(*c, "communicator poisoned: " + m);
