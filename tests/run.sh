@@ -24,8 +24,10 @@ fi
 emu="${build}-emu"
 cmake -S . -B "$emu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_CUDA_EMULATION=ON \
   -DMOE_BUILD_BENCH=ON -DMOE_WITH_MPI=OFF
-cmake --build "$emu" -j "$(nproc)" --target moe_gpu_tests moe_emulator_tests moe_ep_tests moe-bench
-# The GPU suites, the emulator's own check and moe-bench's GPU mode (label gpu), then the CUDA
-# cases of the expert-parallel loopback suite.
+cmake --build "$emu" -j "$(nproc)" --target moe_gpu_tests moe_emulator_tests moe_nccl_emu_tests \
+  moe_ep_tests moe-bench
+# The GPU suites, the emulator's and the emulated NCCL's own checks and moe-bench's GPU mode
+# (label gpu), then expert parallelism on the CUDA backend: the loopback suite's CUDA cases, the
+# GPU layout, and the NCCL transport (one rank, and 2 or 4 ranks as threads).
 ctest --test-dir "$emu" --output-on-failure -j "$(nproc)" -L gpu
-ctest --test-dir "$emu" --output-on-failure -j "$(nproc)" -R 'EpLoopback.*Cuda_|EpLayoutCuda'
+ctest --test-dir "$emu" --output-on-failure -j "$(nproc)" -R 'EpLoopback.*Cuda_|EpLayoutCuda|EpNccl'
