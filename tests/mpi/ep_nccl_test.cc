@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "ep_cases.h"
+#include "ep/comm.h"  // the transport's operations, for the group test
 
 #if defined(MOE_WITH_CUDA) && defined(MOE_WITH_NCCL)
 #include <nccl.h>
@@ -182,6 +183,31 @@ TEST(EpNcclComm, AbortReleasesBlockedRank) {
     EXPECT_NE(std::string(moeGetLastErrorMessage()).find("ncclCommAbort"), std::string::npos)
         << moeGetLastErrorMessage();
     EXPECT_EQ(ep, nullptr);
+    EXPECT_EQ(moeEpCommDestroy(comm), moeSuccess);
+  });
+}
+
+// A transport call that NCCL refuses halfway through its group still ends the group. NCCL's
+// group state is per thread: a group left open would swallow this thread's later NCCL calls,
+// so the next status agreement would "succeed" without talking to anyone. (Host buffers make
+// ncclSend refuse; the emulated NCCL always checks them.)
+TEST(EpNcclComm, RefusedExchangeStillEndsItsGroup) {
+#ifndef MOE_EMU_NCCL
+  GTEST_SKIP() << "relies on the emulated NCCL refusing host buffers";
+#endif
+  if (DeviceCount() == 0) GTEST_SKIP() << "no GPU";
+  OnNcclRanks(2, kInitAll, [&](int rank, ncclComm_t &nc, moeContext_t ctx) {
+    moeEpComm_t comm = nullptr;
+    EP_ASSERT_OK(moeEpCommCreateNccl(&comm, ctx, nc));
+    std::vector<char> host(64);
+    const moeEpPlane plane = {host.data(), host.data() + 32, 8};
+    const int64_t counts[2] = {1, 1}, displs[2] = {0, 1};
+    EXPECT_EQ(comm->ops->alltoallv(comm, &plane, 1, counts, displs, counts, displs, nullptr),
+              moeErrorNccl);
+    int64_t v[2] = {rank + 1, -rank};
+    EXPECT_EQ(comm->ops->allreduce_max_i64(comm, v, 2), moeSuccess) << moeGetLastErrorMessage();
+    EXPECT_EQ(v[0], 2) << "rank " << rank;
+    EXPECT_EQ(v[1], 0) << "rank " << rank;
     EXPECT_EQ(moeEpCommDestroy(comm), moeSuccess);
   });
 }
