@@ -1,6 +1,7 @@
 # Expert parallelism (csrc/ep): the loopback transport, layout and cost model build everywhere;
-# MPI (MOE_WITH_MPI, globbed by the top-level list) and NCCL (MOE_WITH_CUDA + libnccl) add
-# transports. Included from the top-level CMakeLists.txt after moe_objects exists.
+# MPI (MOE_WITH_MPI, globbed by the top-level list) and NCCL (MOE_WITH_CUDA + libnccl; in the
+# emulation build the emulated NCCL of tests/emulator) add transports. Included from the
+# top-level CMakeLists.txt after moe_objects exists.
 find_package(Threads REQUIRED)
 target_link_libraries(moe_objects PUBLIC Threads::Threads)
 
@@ -11,7 +12,17 @@ if(NOT MOE_WITH_MPI)
 endif()
 
 set(MOE_WITH_NCCL OFF)
-if(MOE_WITH_CUDA AND NOT MOE_CUDA_EMULATION)  # the emulator has no NCCL
+if(MOE_CUDA_EMULATION)
+  # The emulated NCCL (tests/emulator/nccl.cmake): the same transport code, run in CI with ranks
+  # as threads. NCCL_LIBRARY is a target here; nothing of the emulation build is installed.
+  include(${CMAKE_CURRENT_SOURCE_DIR}/tests/emulator/nccl.cmake)
+  set(MOE_WITH_NCCL ON)
+  set(NCCL_LIBRARY moe_nccl_emu)
+  set(NCCL_INCLUDE_DIR ${MOE_EMU_INCLUDE_DIR})
+  target_compile_definitions(moe_objects PUBLIC MOE_WITH_NCCL=1)
+  target_link_libraries(moe_objects PUBLIC moe_nccl_emu)
+  message(STATUS "libmoe: emulated NCCL (tests/emulator/src/nccl.cc): GPU expert parallelism runs on the emulator")
+elseif(MOE_WITH_CUDA)
   find_library(NCCL_LIBRARY nccl HINTS /usr/local/cuda/lib64 ${CUDAToolkit_LIBRARY_DIR}
                ENV NCCL_HOME PATH_SUFFIXES lib lib64)
   find_path(NCCL_INCLUDE_DIR nccl.h HINTS /usr/local/cuda/include ${CUDAToolkit_INCLUDE_DIRS}

@@ -23,9 +23,15 @@ elif ! command -v python3 >/dev/null || [ ! -f "$cuda_include/cuda_runtime_api.h
 fi
 emu="${build}-emu"
 cmake -S . -B "$emu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_CUDA_EMULATION=ON \
-  -DMOE_BUILD_BENCH=ON -DMOE_WITH_MPI=OFF
-cmake --build "$emu" -j "$(nproc)" --target moe_gpu_tests moe_emulator_tests moe_ep_tests moe-bench
-# The GPU suites, the emulator's own check and moe-bench's GPU mode (label gpu), then the CUDA
-# cases of the expert-parallel loopback suite.
+  -DMOE_BUILD_BENCH=ON -DMOE_WITH_MPI=ON
+targets=(moe_gpu_tests moe_emulator_tests moe_nccl_emu_tests moe_ep_tests moe-bench)
+# With MPI: NCCL bootstrapped over MPI (moeEpCommCreateMpi on a CUDA context), one rank.
+if ninja -C "$emu" -t targets all | grep -q '^moe_mpi_tests:'; then targets+=(moe_mpi_tests); fi
+cmake --build "$emu" -j "$(nproc)" --target "${targets[@]}"
+# The GPU suites, the emulator's and the emulated NCCL's own checks and moe-bench's GPU mode
+# (label gpu), then expert parallelism on the CUDA backend: the loopback suite's CUDA cases, the
+# GPU layout, the NCCL transport (one rank, and 2 or 4 ranks as threads) and its MPI bootstrap
+# (mpirun -np 1: the emulated NCCL connects the threads of one process, not processes).
 ctest --test-dir "$emu" --output-on-failure -j "$(nproc)" -L gpu
-ctest --test-dir "$emu" --output-on-failure -j "$(nproc)" -R 'EpLoopback.*Cuda_|EpLayoutCuda'
+ctest --test-dir "$emu" --output-on-failure -j "$(nproc)" \
+  -R 'EpLoopback.*Cuda_|EpLayoutCuda|EpNccl|^moe_mpi_np1$'

@@ -34,6 +34,18 @@ static moeStatus_t cuda_fail(cudaError_t e, const char *what) {
     ncclResult_t r_ = (call);                                       \
     if (r_ != ncclSuccess) return nccl_fail(r_, what);              \
   } while (0)
+/* Inside ncclGroupStart/End: a refused call still ends the group (which then launches nothing).
+ * NCCL's group state is per thread; a group left open would swallow every later NCCL call of
+ * this thread, and the next status agreement would return without having talked to anyone. */
+#define NCCL_GROUP_TRY(call, what)                                  \
+  do {                                                              \
+    ncclResult_t r_ = (call);                                       \
+    if (r_ != ncclSuccess) {                                        \
+      moeStatus_t st_ = nccl_fail(r_, what);                        \
+      (void)ncclGroupEnd();                                         \
+      return st_;                                                   \
+    }                                                               \
+  } while (0)
 #define CUDA_TRY(call, what)                                        \
   do {                                                              \
     cudaError_t e_ = (call);                                        \
@@ -64,8 +76,8 @@ static moeStatus_t nccl_alltoall_i64(moeEpComm_t c, const int64_t *send, int64_t
   CUDA_TRY(cudaMemcpyAsync(ds, send, total * 8, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
   NCCL_TRY(ncclGroupStart(), "ncclGroupStart");
   for (int r = 0; r < c->size; ++r) {
-    NCCL_TRY(ncclSend(ds + (size_t)r * n, (size_t)n, ncclInt64, r, ni(c)->comm, s), "ncclSend");
-    NCCL_TRY(ncclRecv(dr + (size_t)r * n, (size_t)n, ncclInt64, r, ni(c)->comm, s), "ncclRecv");
+    NCCL_GROUP_TRY(ncclSend(ds + (size_t)r * n, (size_t)n, ncclInt64, r, ni(c)->comm, s), "ncclSend");
+    NCCL_GROUP_TRY(ncclRecv(dr + (size_t)r * n, (size_t)n, ncclInt64, r, ni(c)->comm, s), "ncclRecv");
   }
   NCCL_TRY(ncclGroupEnd(), "ncclGroupEnd");
   CUDA_TRY(cudaMemcpyAsync(recv, dr, total * 8, cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync");
@@ -100,11 +112,11 @@ static moeStatus_t nccl_alltoallv(moeEpComm_t c, const moeEpPlane *planes, int n
     const size_t rb = planes[p].row_bytes;
     for (int r = 0; r < c->size; ++r) {
       if (send_counts[r] > 0)
-        NCCL_TRY(ncclSend((const char *)planes[p].send + (size_t)send_displs[r] * rb,
-                          (size_t)send_counts[r] * rb, ncclUint8, r, comm, s), "ncclSend");
+        NCCL_GROUP_TRY(ncclSend((const char *)planes[p].send + (size_t)send_displs[r] * rb,
+                                (size_t)send_counts[r] * rb, ncclUint8, r, comm, s), "ncclSend");
       if (recv_counts[r] > 0)
-        NCCL_TRY(ncclRecv((char *)planes[p].recv + (size_t)recv_displs[r] * rb,
-                          (size_t)recv_counts[r] * rb, ncclUint8, r, comm, s), "ncclRecv");
+        NCCL_GROUP_TRY(ncclRecv((char *)planes[p].recv + (size_t)recv_displs[r] * rb,
+                                (size_t)recv_counts[r] * rb, ncclUint8, r, comm, s), "ncclRecv");
     }
   }
   NCCL_TRY(ncclGroupEnd(), "ncclGroupEnd");

@@ -504,4 +504,27 @@ inline void CaseRouted(moeEpComm_t c, moeBackend_t b) {
   EXPECT_EQ(moeEpLayerDestroy(ep), moeSuccess);
 }
 
+// Every case above, by name: the suites that run on threads (loopback, NCCL) take them all.
+using CaseFn = void (*)(moeEpComm_t, moeBackend_t);
+struct NamedCase {
+  const char *name;
+  CaseFn fn;
+};
+inline const NamedCase kCases[] = {
+    {"Fp32MatchesSingleProcess", CaseFp32},
+    {"Bf16MatchesSingleProcess", CaseBf16},
+    {"TopKEqualsESendsEachTokenOncePerRank", CaseKEqualsE},
+    {"AllTokensToOneRank", CaseAllToOneRank},
+    {"UnevenRouting", CaseUneven},
+    {"NoRankHasTokens", CaseNoTokens},
+    {"ConfigsThatDifferFailEveryRank", CaseConfigMismatch},
+    {"ExpertsNotDivisibleByEpSize", CaseIndivisible},
+    {"CreateFailureOnOneRankFailsEveryRank", CaseCreateFailsOnOneRank},
+    {"ForwardFailureOnOneRankFailsEveryRank", CaseForwardFailsOnOneRank},
+    {"CallerRoutingEqualsLayerRouting", CaseRouted},
+    {"DeepSeekV3Routing", CaseDeepSeek},
+    {"InputScaledRouting", CaseInputScale},
+};
+inline constexpr int kNumCases = (int)(sizeof kCases / sizeof kCases[0]);
+
 }  // namespace ep_test

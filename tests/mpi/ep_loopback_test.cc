@@ -11,7 +11,8 @@
 
 namespace {
 
-using CaseFn = void (*)(moeEpComm_t, moeBackend_t);
+using ep_test::CaseFn;
+using ep_test::kCases;
 
 bool GpuAvailable() {
   int n = 0;
@@ -33,32 +34,11 @@ void OnLoopback(moeBackend_t backend, int P, CaseFn fn) {
   moeContextDestroy(ctx);
 }
 
-struct Named {
-  const char *name;
-  CaseFn fn;
-};
-
-const Named kCases[] = {
-    {"Fp32MatchesSingleProcess", ep_test::CaseFp32},
-    {"Bf16MatchesSingleProcess", ep_test::CaseBf16},
-    {"TopKEqualsESendsEachTokenOncePerRank", ep_test::CaseKEqualsE},
-    {"AllTokensToOneRank", ep_test::CaseAllToOneRank},
-    {"UnevenRouting", ep_test::CaseUneven},
-    {"NoRankHasTokens", ep_test::CaseNoTokens},
-    {"ConfigsThatDifferFailEveryRank", ep_test::CaseConfigMismatch},
-    {"ExpertsNotDivisibleByEpSize", ep_test::CaseIndivisible},
-    {"CreateFailureOnOneRankFailsEveryRank", ep_test::CaseCreateFailsOnOneRank},
-    {"ForwardFailureOnOneRankFailsEveryRank", ep_test::CaseForwardFailsOnOneRank},
-    {"CallerRoutingEqualsLayerRouting", ep_test::CaseRouted},
-    {"DeepSeekV3Routing", ep_test::CaseDeepSeek},
-    {"InputScaledRouting", ep_test::CaseInputScale},
-};
-
 class EpLoopback : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
 
 TEST_P(EpLoopback, Case) {
   const int backend = std::get<0>(GetParam()), P = std::get<1>(GetParam());
-  const Named &c = kCases[std::get<2>(GetParam())];
+  const ep_test::NamedCase &c = kCases[std::get<2>(GetParam())];
   if (backend == moeBackendCuda && !GpuAvailable()) GTEST_SKIP() << "no GPU";
   SCOPED_TRACE(c.name);
   OnLoopback((moeBackend_t)backend, P, c.fn);
@@ -73,7 +53,7 @@ INSTANTIATE_TEST_SUITE_P(
     All, EpLoopback,
     ::testing::Combine(::testing::Values((int)moeBackendCpu, (int)moeBackendCuda),
                        ::testing::Values(1, 2, 4),
-                       ::testing::Range(0, (int)(sizeof kCases / sizeof kCases[0]))),
+                       ::testing::Range(0, ep_test::kNumCases)),
     Name);
 
 // Abort releases a virtual rank blocked in a collective.

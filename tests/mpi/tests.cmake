@@ -1,6 +1,8 @@
 # Expert-parallel suites (included from tests/CMakeLists.txt).
-#  moe_ep_tests   loopback communicator (threads as ranks) on CPU and CUDA, the layout and the
-#                 cost model; no MPI needed; CPU cases carry CI, CUDA cases skip without a GPU.
+#  moe_ep_tests   loopback communicator (threads as ranks) on CPU and CUDA, NCCL communicators
+#                 (threads as ranks, with NCCL), the layout and the cost model; no MPI needed;
+#                 CPU cases carry CI, CUDA and NCCL cases skip without a GPU (the emulation build
+#                 runs them on the emulated device and the emulated NCCL).
 #  moe_mpi_tests  the same cases over MPI, run by ctest under mpirun -np 1, 2 and 4.
 set(_ep_dir ${CMAKE_CURRENT_SOURCE_DIR}/mpi)
 
@@ -13,7 +15,7 @@ target_link_libraries(moe_ep_tests PRIVATE moe_static GTest::gtest GTest::gtest_
 if(MOE_WITH_CUDA)
   target_link_libraries(moe_ep_tests PRIVATE ${MOE_CUDART_TARGET})
 endif()
-if(MOE_WITH_NCCL)  # ep_nccl_test.cc: a one-rank NCCL communicator without MPI
+if(MOE_WITH_NCCL)  # ep_nccl_test.cc: NCCL communicators without MPI
   target_include_directories(moe_ep_tests PRIVATE ${NCCL_INCLUDE_DIR})
   target_link_libraries(moe_ep_tests PRIVATE ${NCCL_LIBRARY})
 endif()
