@@ -308,24 +308,11 @@ static moeStatus_t forward_checked(moeEpLayer_t layer, int64_t T, const void *x,
   if (st == moeSuccess && routed && T > 0 && (!ids || !w))
     st = moe_error(moeErrorInvalidArgument, "moeEpLayerForwardRouted: expert_ids and weights "
                    "must not be NULL");
-#ifdef MOE_WITH_CUDA
-  /* The pack/unpack kernels launch on the current device, which is per host thread (loopback
-   * ranks are threads sharing one context): run on the context's, then give the caller back
-   * its own, as every backend op does. */
-  moeContext_t ctx = layer->comm->ctx;
-  int previous = -1;
-  if (on_gpu(ctx) && ctx->device >= 0 && cudaGetDevice(&previous) == cudaSuccess &&
-      previous != ctx->device)
-    (void)cudaSetDevice(ctx->device);
-  else
-    previous = -1;
-#endif
+  const int previous = moe_ep_enter_device(layer->comm->ctx);
   moeStatus_t result =
       st == moeSuccess ? forward(layer, T, x, ids, w, y, stats, ws, ws_bytes, stream, st)
                        : forward(layer, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, stream, st);
-#ifdef MOE_WITH_CUDA
-  if (previous >= 0) (void)cudaSetDevice(previous);
-#endif
+  moe_ep_leave_device(previous);
   return result;
 }
 

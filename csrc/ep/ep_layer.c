@@ -10,8 +10,29 @@
 #include "ep/ep_layer.h"
 
 #ifdef MOE_WITH_CUDA
+#include <cuda_runtime_api.h>
+
 #include "ep_layout.h"
 #endif
+
+int moe_ep_enter_device(moeContext_t ctx) {
+#ifdef MOE_WITH_CUDA
+  int previous = -1;
+  if (ctx && ctx->backend == moeBackendCuda && ctx->device >= 0 &&
+      cudaGetDevice(&previous) == cudaSuccess && previous != ctx->device &&
+      cudaSetDevice(ctx->device) == cudaSuccess)
+    return previous;
+#endif
+  (void)ctx;
+  return -1;
+}
+
+void moe_ep_leave_device(int previous) {
+#ifdef MOE_WITH_CUDA
+  if (previous >= 0) (void)cudaSetDevice(previous);
+#endif
+  (void)previous;
+}
 
 /* FNV-1a over the fields (not the bytes: padding is not part of a config). */
 static uint64_t fnv(uint64_t h, const void *p, size_t n) {
@@ -81,12 +102,9 @@ static void free_layer(struct moeEpLayer_s *L) {
   free(L);
 }
 
-moeStatus_t moeEpLayerCreate(moeEpLayer_t *layer, moeEpComm_t comm, const moeLayerConfig_t *config,
-                             const moeEpLayerConfig_t *ep_config) {
-  moe_clear_error();
-  MOE_CHECK_NOT_NULL(layer);
-  *layer = NULL;
-  MOE_CHECK_NOT_NULL(comm);
+static moeStatus_t create_layer(moeEpLayer_t *layer, moeEpComm_t comm,
+                                const moeLayerConfig_t *config,
+                                const moeEpLayerConfig_t *ep_config) {
   /* Local part first; then every rank tells every other its status and config hash, so that
    * a failure or a differing config on any rank fails every rank (and nobody waits alone).
    * Only a NULL comm or layer keeps this rank out of the exchange. */
@@ -148,6 +166,19 @@ moeStatus_t moeEpLayerCreate(moeEpLayer_t *layer, moeEpComm_t comm, const moeLay
   }
   *layer = L;
   return moeSuccess;
+}
+
+moeStatus_t moeEpLayerCreate(moeEpLayer_t *layer, moeEpComm_t comm, const moeLayerConfig_t *config,
+                             const moeEpLayerConfig_t *ep_config) {
+  moe_clear_error();
+  MOE_CHECK_NOT_NULL(layer);
+  *layer = NULL;
+  MOE_CHECK_NOT_NULL(comm);
+  /* weights and the transport's buffers go to the context's device, not the thread's current */
+  const int previous = moe_ep_enter_device(comm->ctx);
+  const moeStatus_t st = create_layer(layer, comm, config, ep_config);
+  moe_ep_leave_device(previous);
+  return st;
 }
 
 moeStatus_t moeEpLayerDestroy(moeEpLayer_t layer) {

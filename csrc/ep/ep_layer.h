@@ -36,6 +36,12 @@ typedef struct {
       stage_b, bytes_b;
 } moeEpWsPlan;
 
+/* EP calls launch kernels and allocate on the current device, which is per host thread (loopback
+ * ranks are threads sharing one context): enter makes it the context's and returns the caller's
+ * (-1 when nothing changed), leave gives it back, as every backend op does. */
+int moe_ep_enter_device(moeContext_t ctx);
+void moe_ep_leave_device(int previous);
+
 moeStatus_t moe_ep_plan_a(const struct moeEpLayer_s *L, int64_t T, moeEpWsPlan *p);
 moeStatus_t moe_ep_plan_b(const struct moeEpLayer_s *L, int64_t R, moeEpWsPlan *p);
 
