@@ -106,4 +106,39 @@ __device__ __forceinline__ void store_out2(const moeGemmParams &p, int64_t row, 
   }
 }
 
+// The fused epilogue of the tiled kernels, for two neighbouring output columns (col, col + 1) of
+// one row, from fp32 sums. Gated: gate[b] and up[b] are the sums of B rows col + b and
+// Nout + col + b; v = act(gate * sc + bias_gate, up * sc + bias_up). Plain: v = act(sum * sc +
+// bias). Then + accum_in / add and the store (store_out2).
+template <typename TS>
+__device__ __forceinline__ void epilogue_gated2(const moeGemmParams &p, const float *bias,
+                                                int64_t row, int64_t col, int64_t Nout, float sc,
+                                                const float (&gate)[2], const float (&up)[2]) {
+  float o[2];
+#pragma unroll
+  for (int b = 0; b < 2; ++b) {
+    float vg = gate[b] * sc, vu = up[b] * sc;
+    if (bias && col + b < Nout) {
+      vg += bias[col + b];
+      vu += bias[Nout + col + b];
+    }
+    o[b] = act_gated(vg, vu, p.act, p.alpha, p.limit);
+  }
+  store_out2<TS>(p, row, col, Nout, o[0], o[1]);
+}
+
+template <typename TS>
+__device__ __forceinline__ void epilogue_plain2(const moeGemmParams &p, const float *bias,
+                                                int64_t row, int64_t col, float sc,
+                                                const float (&sum)[2]) {
+  float o[2];
+#pragma unroll
+  for (int b = 0; b < 2; ++b) {
+    float v = sum[b] * sc;
+    if (bias && col + b < p.N) v += bias[col + b];
+    o[b] = act_single(v, p.act);
+  }
+  store_out2<TS>(p, row, col, p.N, o[0], o[1]);
+}
+
 }  // namespace moe_kernels

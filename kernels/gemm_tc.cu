@@ -174,17 +174,9 @@ gemm_tc_kernel(const moeGemmParams p) {
         for (int nt = 0; nt < 2; ++nt) {
           const int64_t col = n0 + wn * 16 + nt * 8 + 2 * (lane & 3);
           if (col >= Nout) continue;
-          float o[2];
-#pragma unroll
-          for (int b = 0; b < 2; ++b) {
-            float vg = acc[mt][nt][2 * qh + b] * sc, vu = acc[mt][nt + 2][2 * qh + b] * sc;
-            if (bias && col + b < Nout) {
-              vg += bias[col + b];
-              vu += bias[Nout + col + b];
-            }
-            o[b] = act_gated(vg, vu, p.act, p.alpha, p.limit);
-          }
-          store_out2<TS>(p, row, col, Nout, o[0], o[1]);
+          const float gate[2] = {acc[mt][nt][2 * qh], acc[mt][nt][2 * qh + 1]};
+          const float up[2] = {acc[mt][nt + 2][2 * qh], acc[mt][nt + 2][2 * qh + 1]};
+          epilogue_gated2<TS>(p, bias, row, col, Nout, sc, gate, up);
         }
       } else {
 #pragma unroll
@@ -192,14 +184,8 @@ gemm_tc_kernel(const moeGemmParams p) {
           const int nb = (nt < 2) ? wn * 16 + nt * 8 : 64 + wn * 16 + (nt - 2) * 8;
           const int64_t col = n0 + nb + 2 * (lane & 3);
           if (col >= p.N) continue;
-          float o[2];
-#pragma unroll
-          for (int b = 0; b < 2; ++b) {
-            float v = acc[mt][nt][2 * qh + b] * sc;
-            if (bias && col + b < p.N) v += bias[col + b];
-            o[b] = act_single(v, p.act);
-          }
-          store_out2<TS>(p, row, col, p.N, o[0], o[1]);
+          const float sum[2] = {acc[mt][nt][2 * qh], acc[mt][nt][2 * qh + 1]};
+          epilogue_plain2<TS>(p, bias, row, col, sc, sum);
         }
       }
     }

@@ -186,31 +186,17 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tmap_b, const moeGemmParam
       for (int j = 0; j < 8; ++j) {
         const int64_t col = n0 + 8 * j + 2 * (lane & 3);
         if (col >= Nout) continue;
-        float o[2];
-#pragma unroll
-        for (int b = 0; b < 2; ++b) {
-          float vg = acc[4 * j + 2 * qh + b] * sc, vu = acc[4 * (j + 8) + 2 * qh + b] * sc;
-          if (bias && col + b < Nout) {
-            vg += bias[col + b];
-            vu += bias[Nout + col + b];
-          }
-          o[b] = act_gated(vg, vu, p.act, p.alpha, p.limit);
-        }
-        store_out2<TS>(p, row, col, Nout, o[0], o[1]);
+        const float gate[2] = {acc[4 * j + 2 * qh], acc[4 * j + 2 * qh + 1]};
+        const float up[2] = {acc[4 * (j + 8) + 2 * qh], acc[4 * (j + 8) + 2 * qh + 1]};
+        epilogue_gated2<TS>(p, bias, row, col, Nout, sc, gate, up);
       }
     } else {
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
         const int64_t col = n0 + 8 * j + 2 * (lane & 3);
         if (col >= p.N) continue;
-        float o[2];
-#pragma unroll
-        for (int b = 0; b < 2; ++b) {
-          float v = acc[4 * j + 2 * qh + b] * sc;
-          if (bias && col + b < p.N) v += bias[col + b];
-          o[b] = act_single(v, p.act);
-        }
-        store_out2<TS>(p, row, col, p.N, o[0], o[1]);
+        const float sum[2] = {acc[4 * j + 2 * qh], acc[4 * j + 2 * qh + 1]};
+        epilogue_plain2<TS>(p, bias, row, col, sc, sum);
       }
     }
   }
