@@ -3,7 +3,7 @@
 // every output position comes from the scans; the only atomic is an atomicMin on an index.
 #include <cuda_runtime.h>
 
-#include <cub/device/device_scan.cuh>
+#include "cub_device.cuh"
 
 #include "ep_layout.h"
 

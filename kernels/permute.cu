@@ -4,7 +4,7 @@
 // them directly in one launch; beyond, CUB's stable radix sort and two small kernels.
 #include "permute.h"
 
-#include <cub/device/device_radix_sort.cuh>
+#include "cub_device.cuh"
 
 namespace {
 

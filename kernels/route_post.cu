@@ -3,7 +3,7 @@
 // pick orders deterministic and equal to the host reference's.
 #include "route_post.h"
 
-#include <cub/device/device_radix_sort.cuh>
+#include "cub_device.cuh"
 
 #include "moe_kernels_common.cuh"
 
