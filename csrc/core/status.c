@@ -34,10 +34,14 @@ const char *moeGetLastErrorMessage(void) { return g_last_error; }
 int moeGetVersion(void) { return MOE_VERSION_CODE; }
 
 moeStatus_t moe_error(moeStatus_t status, const char *fmt, ...) {
+  /* Formatted aside first: a caller may pass the last message itself as an argument, to
+   * prefix it with its own context, and vsnprintf must not read what it is writing. */
+  char message[MOE_ERROR_MESSAGE_BYTES];
   va_list args;
   va_start(args, fmt);
-  vsnprintf(g_last_error, sizeof g_last_error, fmt, args);
+  vsnprintf(message, sizeof message, fmt, args);
   va_end(args);
+  memcpy(g_last_error, message, sizeof message);
   return status;
 }
 

@@ -96,6 +96,9 @@ TEST(Tuning, PublicLoadOnACpuContext) {
   setenv("MOE_TUNING_FILE", "/nonexistent/table", 1);
   EXPECT_EQ(moeContextCreate(&ctx, &cc), moeErrorInvalidArgument);
   EXPECT_NE(Message().find("MOE_TUNING_FILE"), std::string::npos) << Message();
+  // ... and keeps the loader's message whole (it is also the prefix's argument).
+  EXPECT_NE(Message().find("tuning table /nonexistent/table: cannot open"), std::string::npos) << Message();
+  EXPECT_EQ(Message().find("moeContextCreate"), Message().rfind("moeContextCreate")) << Message();
   setenv("MOE_TUNING_FILE", path.c_str(), 1);
   ASSERT_EQ(moeContextCreate(&ctx, &cc), moeSuccess) << Message();
   moeContextDestroy(ctx);
