@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -29,6 +30,24 @@ TEST(Stages, PermuteHandMadeIds) {
   EXPECT_EQ(std::vector<int64_t>(sorted.begin(), sorted.begin() + 6),
             (std::vector<int64_t>{1, 4, 0, 3, 7, 6}));
   EXPECT_EQ(rows, (std::vector<int64_t>{2, 0, -1, 3, 1, -1, 5, 4}));
+}
+
+// An id outside [-1, E) is the caller's mistake, not "no expert": refused, naming the pair.
+TEST(Stages, PermuteRefusesIdsOutsideTheExperts) {
+  moeLayerConfig_t c = MakeConfig(8, 4, 4, 2);
+  CpuLayer L(c);
+  MOE_ASSERT_OK(L.status());
+  std::vector<int64_t> off(5, -7), sorted(4, -7), rows(4, -7);
+  for (int32_t bad : {4, -2, 100}) {
+    const std::vector<int32_t> ids = {1, 0, bad, 2};  // T = 2, K = 2
+    EXPECT_EQ(moeLayerPermute(L.layer(), 2, ids.data(), off.data(), sorted.data(), rows.data(),
+                              nullptr, 0, nullptr),
+              moeErrorInvalidArgument);
+    const std::string msg = moeGetLastErrorMessage();
+    EXPECT_NE(msg.find("expert_ids[2] = " + std::to_string(bad) + " outside [-1, E = 4)"),
+              std::string::npos)
+        << msg;
+  }
 }
 
 TEST(Stages, PermuteZeroTokensGivesZeroOffsets) {
