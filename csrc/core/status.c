@@ -1,6 +1,8 @@
 #include "core/status.h"
 
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -74,5 +76,15 @@ moeStatus_t moe_sized_out(void *caller, const void *src, size_t min_size, size_t
   size_t size;
   memcpy(&size, caller, sizeof size);
   memcpy((char *)caller + sizeof size, (const char *)src + sizeof size, size - sizeof size);
+  return moeSuccess;
+}
+
+moeStatus_t moe_check_disjoint(const char *fn, const void *in, const void *out, size_t bytes) {
+  const uintptr_t a = (uintptr_t)in, b = (uintptr_t)out;
+  if (bytes > 0 && (a < b ? b - a : a - b) < bytes)
+    return moe_error(moeErrorInvalidArgument,
+                     "%s: y overlaps x (%zu bytes each, %td bytes apart): y must not share "
+                     "memory with x",
+                     fn, bytes, (ptrdiff_t)(b - a));
   return moeSuccess;
 }

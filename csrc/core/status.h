@@ -34,6 +34,12 @@ moeStatus_t moe_sized_in(void *dst, const void *caller, size_t min_size, size_t 
 moeStatus_t moe_sized_out(void *caller, const void *src, size_t min_size, size_t full_size,
                           const char *type);
 
+/* InvalidArgument when the output [out, out + bytes) shares any byte with the input [in, in +
+ * bytes): a layer reads its input while it writes its output, so even a partial overlap (y = x
+ * + one row) gives wrong numbers, not only the exact alias. Addresses of one space (host, or
+ * CUDA's unified virtual addresses) compare as integers. */
+moeStatus_t moe_check_disjoint(const char *fn, const void *in, const void *out, size_t bytes);
+
 #ifdef __cplusplus
 }
 #endif

@@ -41,7 +41,9 @@ static double lap(clk *c) {
   return d;
 }
 
+#ifdef MOE_WITH_CUDA
 static int on_gpu(moeContext_t ctx) { return ctx->backend == moeBackendCuda; }
+#endif
 
 static moeStatus_t gather_rows(moeContext_t ctx, void *dst, const void *src, const int64_t *idx,
                                int64_t n, size_t row_bytes, moeStream_t stream) {
@@ -107,7 +109,6 @@ static moeStatus_t phase_memory(struct moeEpLayer_s *L, int phase, size_t need, 
 static moeStatus_t build_layout(struct moeEpLayer_s *L, int64_t T, const int32_t *ids,
                                 const float *w, char *A, const moeEpWsPlan *p,
                                 moeStream_t stream) {
-  moeContext_t ctx = L->comm->ctx;
   moeEpLayout *lay = &L->layout;
   moeEpLayoutArgs a;
   a.P = L->P;
@@ -129,6 +130,7 @@ static moeStatus_t build_layout(struct moeEpLayer_s *L, int64_t T, const int32_t
   const size_t summary_bytes = ((size_t)L->P + 2) * sizeof(int64_t);
   int32_t bad_value = 0;
 #ifdef MOE_WITH_CUDA
+  moeContext_t ctx = L->comm->ctx;
   if (on_gpu(ctx)) {
     int e = moe_ep_layout_build_cuda(&a, moe_stream_or_default(ctx, stream));
     if (e) return moe_error(moeErrorCuda, "EP layout kernels failed to launch (cudaError %d)", e);
@@ -291,9 +293,8 @@ static moeStatus_t check_args(moeEpLayer_t layer, int64_t T, const void *x, cons
                      (long long)T);
   if (T > 0 && (!x || !y))
     return moe_error(moeErrorInvalidArgument, "moeEpLayerForward: x and y must not be NULL");
-  if (T > 0 && x == y)
-    return moe_error(moeErrorInvalidArgument, "moeEpLayerForward: y may not alias x");
-  return moeSuccess;
+  if (T == 0) return moeSuccess;
+  return moe_check_disjoint("moeEpLayerForward", x, y, (size_t)T * (size_t)layer->H * layer->es);
 }
 
 /* A rank whose arguments are bad must still take part, or its peers would hang: it runs the

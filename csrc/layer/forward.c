@@ -159,7 +159,8 @@ static moeStatus_t check_forward_args(moeLayer_t layer, int64_t T, const void *x
   if (T == 0) return moeSuccess;
   MOE_CHECK_NOT_NULL(x);
   MOE_CHECK_NOT_NULL(y);
-  if (x == y) return moe_error(moeErrorInvalidArgument, "moeLayerForward: y must not alias x");
+  MOE_TRY(moe_check_disjoint("moeLayerForward", x, y,
+                             (size_t)T * (size_t)layer->H * moe_layer_elem_size(layer)));
   if (stats && (stats->size < sizeof(size_t) || stats->size > sizeof(moeRouterStats_t)))
     return moe_error(moeErrorInvalidArgument,
                      "stats->size = %zu is invalid: initialize with MOE_ROUTER_STATS_INIT",
@@ -331,6 +332,7 @@ moeStatus_t moeLayerUpdateSelectionBias(moeLayer_t layer, const int64_t *expert_
   MOE_CHECK_NOT_NULL(expert_counts);
   if (!isfinite(rate))
     return moe_error(moeErrorInvalidArgument, "rate = %g must be finite", (double)rate);
+  MOE_TRY(moe_layer_check_selection_bias_used(layer, "moeLayerUpdateSelectionBias"));
   return layer->ctx->ops->update_selection_bias(layer, expert_counts, rate,
                                                 moe_stream_or_default(layer->ctx, stream));
 }

@@ -228,10 +228,20 @@ moeStatus_t moeLayerSetRouterWeights(moeLayer_t layer, const void *weight, const
   return layer->ctx->ops->synchronize(layer->ctx, layer->ctx->stream);
 }
 
+moeStatus_t moe_layer_check_selection_bias_used(const moeLayer_s_alias *l, const char *fn) {
+  if (l->cfg.routing != moeRoutingSigmoidGroupTopK)
+    return moe_error(moeErrorInvalidConfig,
+                     "%s: only moeRoutingSigmoidGroupTopK reads the selection bias; this layer's "
+                     "routing is %d",
+                     fn, (int)l->cfg.routing);
+  return moeSuccess;
+}
+
 moeStatus_t moeLayerSetSelectionBias(moeLayer_t layer, const float *bias) {
   moe_clear_error();
   MOE_CHECK_NOT_NULL(layer);
   MOE_CHECK_NOT_NULL(bias);
+  MOE_TRY(moe_layer_check_selection_bias_used(layer, "moeLayerSetSelectionBias"));
   return upload_converted(layer, layer->selection_bias, moeFloat32, 0, bias, moeFloat32, layer->E);
 }
 

@@ -19,6 +19,10 @@ moeStatus_t moe_layer_create_local(moeLayer_t *layer, moeContext_t ctx,
 /* InvalidState naming the first weight never set, else moeSuccess. */
 moeStatus_t moe_layer_check_ready(const moeLayer_s_alias *layer);
 
+/* InvalidConfig unless the layer's routing reads the selection bias (only [2a]): setting a bias
+ * the router never reads is a mistake the caller should hear about. `fn` names the caller. */
+moeStatus_t moe_layer_check_selection_bias_used(const moeLayer_s_alias *layer, const char *fn);
+
 #ifdef __cplusplus
 }
 #endif

@@ -278,7 +278,8 @@ MOE_API moeStatus_t moeLayerSetRouterWeights(moeLayer_t layer, const void *weigh
                                              const void *bias, moeDtype_t src_dtype);
 
 /* DeepSeek-V3 selection bias (e_score_correction_bias) [E], fp32; used for selection only.
- * Defaults to zeros. Returns: moeSuccess, InvalidArgument. */
+ * Defaults to zeros. Returns: moeSuccess, InvalidArgument; InvalidConfig unless the routing is
+ * moeRoutingSigmoidGroupTopK (no other family reads it). */
 MOE_API moeStatus_t moeLayerSetSelectionBias(moeLayer_t layer, const float *bias);
 
 /* One routed expert e in [0, E): gate [I, Hr] (NULL for GELU/ReLU/squared-ReLU), up [I, Hr],
@@ -347,7 +348,7 @@ MOE_API moeStatus_t moeLayerGetWorkspaceSize(moeLayer_t layer, int64_t max_token
 /* The whole layer: y = MoE(x).
  * [in]  num_tokens  T >= 0; T = 0 returns at once, touching neither y nor stats.
  * [in]  x           [T, H] in the layer's dtype.
- * [out] y           [T, H] in the layer's dtype; may not alias x.
+ * [out] y           [T, H] in the layer's dtype; must not overlap x (InvalidArgument).
  * [out] stats       optional router statistics (see above); NULL for none.
  * [in]  workspace   workspace_bytes >= moeLayerGetWorkspaceSize(T) of backend memory, 256-byte
  *                   aligned; NULL lets the layer allocate and keep its own (that first call
@@ -382,7 +383,8 @@ MOE_API moeStatus_t moeLayerRoute(moeLayer_t layer, int64_t num_tokens, const vo
                                   size_t workspace_bytes, moeStream_t stream);
 
 /* Permute: a stable sort of the T * K selections by expert.
- * [in]  expert_ids      [T, K] from route.
+ * [in]  expert_ids      [T, K] from route: each in [0, E) or -1 (no row). The CPU backend
+ *                       refuses any other value (InvalidArgument naming the pair).
  * [out] expert_offsets  [E + 1] int64: expert e's rows are [offsets[e], offsets[e+1]).
  * [out] sorted_pairs    [T * K] int64: for each sorted row, the pair index t * K + j that it
  *                       came from; rows past offsets[E] are unspecified.
@@ -416,7 +418,8 @@ MOE_API moeStatus_t moeLayerCombine(moeLayer_t layer, int64_t num_tokens, const 
 
 /* Aux-loss-free balancing [2c]: bias_e += rate * sign(mean(c) - c_e) on the selection bias,
  * from per-expert counts [E] (int64, backend memory, e.g. moeRouterStats_t.expert_counts summed
- * over the data-parallel group). Returns: moeSuccess, InvalidArgument. */
+ * over the data-parallel group). Returns: moeSuccess, InvalidArgument; InvalidConfig unless the
+ * routing is moeRoutingSigmoidGroupTopK. */
 MOE_API moeStatus_t moeLayerUpdateSelectionBias(moeLayer_t layer, const int64_t *expert_counts,
                                                 float rate, moeStream_t stream);
 

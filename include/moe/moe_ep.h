@@ -150,7 +150,7 @@ MOE_API moeStatus_t moeEpLayerGetWorkspaceSize(moeEpLayer_t layer, int64_t max_t
 /* The whole EP layer on this rank's tokens. COLLECTIVE over the layer's communicator.
  * [in]  num_tokens  T_local >= 0; 0 is allowed (the rank still serves its experts).
  * [in]  x           [T_local, H] layer dtype, backend memory.
- * [out] y           [T_local, H] layer dtype; may not alias x.
+ * [out] y           [T_local, H] layer dtype; must not overlap x (InvalidArgument).
  * [out] stats       optional router statistics of this rank's tokens (rank-local).
  * [in]  workspace   >= moeEpLayerGetWorkspaceSize(max over ranks of T_local) bytes of backend
  *                   memory, 256-byte aligned; NULL: the EP layer allocates and keeps its own.

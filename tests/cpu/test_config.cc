@@ -268,6 +268,31 @@ TEST(Config, ForwardArgumentsAreChecked) {
   std::vector<int64_t> counts(8, 1);
   EXPECT_EQ(moeLayerUpdateSelectionBias(L.layer(), nullptr, 0.001f, nullptr), moeErrorInvalidArgument);
   EXPECT_EQ(moeLayerUpdateSelectionBias(L.layer(), counts.data(), NAN, nullptr), moeErrorInvalidArgument);
+  EXPECT_EQ(moeLayerUpdateSelectionBias(L.layer(), counts.data(), 0.001f, nullptr),
+            moeErrorInvalidConfig)
+      << "a top-k softmax layer has no selection bias to update";
+  EXPECT_NE(std::string(moeGetLastErrorMessage()).find("moeRoutingSigmoidGroupTopK"),
+            std::string::npos);
+}
+
+// y must not share a byte with x (the layer reads x while writing y); touching is fine.
+TEST(Config, ForwardRefusesOverlappingInputAndOutput) {
+  moeLayerConfig_t c = Good();
+  CpuLayer L(c);
+  MOE_ASSERT_OK(L.status());
+  MOE_ASSERT_OK(L.Upload(MakeRandomLayer(c, 1)));
+  const int64_t T = 4, H = 32;
+  std::vector<float> buf(size_t(3 * T * H), 0.5f);
+  float *x = buf.data() + T * H;
+  for (int64_t shift : {int64_t(0), H, -H, T * H - 1, 1 - T * H}) {
+    EXPECT_EQ(moeLayerForward(L.layer(), T, x, x + shift, nullptr, nullptr, 0, nullptr),
+              moeErrorInvalidArgument)
+        << "y = x + " << shift;
+    EXPECT_NE(std::string(moeGetLastErrorMessage()).find("y overlaps x"), std::string::npos)
+        << moeGetLastErrorMessage();
+  }
+  MOE_EXPECT_OK(moeLayerForward(L.layer(), T, x, x + T * H, nullptr, nullptr, 0, nullptr));
+  MOE_EXPECT_OK(moeLayerForward(L.layer(), T, x, x - T * H, nullptr, nullptr, 0, nullptr));
 }
 
 TEST(Config, WeightSettersCheckTheirArguments) {
@@ -291,6 +316,9 @@ TEST(Config, WeightSettersCheckTheirArguments) {
   EXPECT_EQ(moeLayerSetExpertWeights(l, 0, gate, up, nullptr, moeFloat32), moeErrorInvalidArgument);
   EXPECT_EQ(moeLayerSetExpertWeightsStacked(l, nullptr, dn.data(), moeFloat32), moeErrorInvalidArgument);
   EXPECT_EQ(moeLayerSetSelectionBias(l, nullptr), moeErrorInvalidArgument);
+  const std::vector<float> bias(8, 0.1f);
+  EXPECT_EQ(moeLayerSetSelectionBias(l, bias.data()), moeErrorInvalidConfig)
+      << "only the sigmoid-group routing reads a selection bias";
   EXPECT_EQ(moeLayerSetSharedExpertWeights(l, 0, gate, up, dn.data(), moeFloat32),
             moeErrorInvalidArgument)
       << "no shared experts in this layer";
