@@ -35,7 +35,11 @@ import subprocess
 import sys
 import time
 
-import torch
+try:
+    import torch
+except ModuleNotFoundError:  # a one-line reason, not a traceback
+    sys.exit(f"compare_torch.py: needs PyTorch, which {sys.executable} cannot import "
+             "(python3 -m pip install torch)")
 
 # The pieces of the comparison are in the package peers/ beside this script. Python puts the
 # script's directory first on the path, but not under -P or PYTHONSAFEPATH: put it there.
