@@ -7,7 +7,8 @@ find_package(Threads REQUIRED)
 set(_emu_dir ${CMAKE_CURRENT_LIST_DIR})
 set(MOE_EMU_INCLUDE_DIR ${_emu_dir}/include)
 
-add_library(moe_cuda_emu SHARED ${_emu_dir}/src/runtime.cc ${_emu_dir}/src/scheduler.cc ${_emu_dir}/src/hopper.cc)
+add_library(moe_cuda_emu SHARED ${_emu_dir}/src/runtime.cc ${_emu_dir}/src/cublas.cc
+            ${_emu_dir}/src/scheduler.cc ${_emu_dir}/src/hopper.cc)
 set_target_properties(moe_cuda_emu PROPERTIES CXX_VISIBILITY_PRESET default VISIBILITY_INLINES_HIDDEN OFF)
 target_include_directories(moe_cuda_emu PUBLIC ${MOE_EMU_INCLUDE_DIR} ${CUDAToolkit_INCLUDE_DIRS})
 target_compile_definitions(moe_cuda_emu PUBLIC MOE_CUDA_EMULATION=1)

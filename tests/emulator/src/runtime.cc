@@ -1,7 +1,6 @@
-// The CUDA runtime and cuBLAS subset that libmoe, its tests and bench use, on the host: device
-// memory is host heap, work on a stream runs at enqueue time in order, a capturing stream
-// records work and cudaGraphLaunch replays it. Signatures come from the real CUDA headers.
-#include <cublas_v2.h>
+// The CUDA runtime subset that libmoe, its tests and bench use, on the host: device memory is
+// host heap, work on a stream runs at enqueue time in order, a capturing stream records work and
+// cudaGraphLaunch replays it. Signatures come from the real CUDA headers. (cuBLAS: cublas.cc.)
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -42,9 +41,6 @@ struct CUgraphExec_st {
 struct CUevent_st {
   std::chrono::steady_clock::time_point when{};
   bool recorded = false;
-};
-struct cublasContext {
-  cudaStream_t stream = nullptr;
 };
 
 namespace {
@@ -546,69 +542,4 @@ EMU_EXPORT cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_
   if (!a->recorded || !b->recorded) return fail(cudaErrorInvalidResourceHandle);
   *ms = std::chrono::duration<float, std::milli>(b->when - a->when).count();
   return cudaSuccess;
-}
-
-// ---- cuBLAS: the GEMM bench/ measures a ceiling with -------------------------------------------
-EMU_EXPORT cublasStatus_t cublasCreate_v2(cublasHandle_t *h) {
-  if (!h) return CUBLAS_STATUS_INVALID_VALUE;
-  *h = new cublasContext;
-  return CUBLAS_STATUS_SUCCESS;
-}
-EMU_EXPORT cublasStatus_t cublasDestroy_v2(cublasHandle_t h) {
-  delete h;
-  return CUBLAS_STATUS_SUCCESS;
-}
-EMU_EXPORT cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s) {
-  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
-  h->stream = s;
-  return CUBLAS_STATUS_SUCCESS;
-}
-
-namespace {
-float load_elem(const void *p, cudaDataType t, size_t i) {
-  switch (t) {
-    case CUDA_R_32F: return static_cast<const float *>(p)[i];
-    case CUDA_R_16F: return __half2float(static_cast<const __half *>(p)[i]);
-    case CUDA_R_16BF: return __bfloat162float(static_cast<const __nv_bfloat16 *>(p)[i]);
-    default: return 0.f;
-  }
-}
-void store_elem(void *p, cudaDataType t, size_t i, float v) {
-  switch (t) {
-    case CUDA_R_32F: static_cast<float *>(p)[i] = v; break;
-    case CUDA_R_16F: static_cast<__half *>(p)[i] = __float2half_rn(v); break;
-    case CUDA_R_16BF: static_cast<__nv_bfloat16 *>(p)[i] = __float2bfloat16_rn(v); break;
-    default: break;
-  }
-}
-bool supported(cudaDataType t) { return t == CUDA_R_32F || t == CUDA_R_16F || t == CUDA_R_16BF; }
-}  // namespace
-
-// Column-major C = alpha op(A) op(B) + beta C with fp32 accumulation (alpha, beta are floats
-// for the fp32 compute types libmoe uses).
-EMU_EXPORT cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-                                       int k, const void *alpha, const void *A, cudaDataType at, int lda,
-                                       const void *B, cudaDataType bt, int ldb, const void *beta, void *C,
-                                       cudaDataType ct, int ldc, cublasComputeType_t compute,
-                                       cublasGemmAlgo_t algo) {
-  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
-  if (!supported(at) || !supported(bt) || !supported(ct)) return CUBLAS_STATUS_NOT_SUPPORTED;
-  if (m < 0 || n < 0 || k < 0) return CUBLAS_STATUS_INVALID_VALUE;
-  const float al = *static_cast<const float *>(alpha), be = *static_cast<const float *>(beta);
-  const bool tra = ta != CUBLAS_OP_N, trb = tb != CUBLAS_OP_N;
-  const cudaError_t e = enqueue(h->stream, [=]() {
-    for (int j = 0; j < n; ++j)
-      for (int i = 0; i < m; ++i) {
-        float s = 0.f;
-        for (int p = 0; p < k; ++p) {
-          const size_t ai = tra ? size_t(i) * lda + p : size_t(p) * lda + i;
-          const size_t bi = trb ? size_t(p) * ldb + j : size_t(j) * ldb + p;
-          s += load_elem(A, at, ai) * load_elem(B, bt, bi);
-        }
-        const size_t ci = size_t(j) * ldc + i;
-        store_elem(C, ct, ci, al * s + (be != 0.f ? be * load_elem(C, ct, ci) : 0.f));
-      }
-    return cudaSuccess;
-  });
-  return e == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 }
