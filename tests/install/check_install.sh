@@ -1,18 +1,43 @@
 #!/usr/bin/env bash
 # Installs the build into a temporary prefix, then builds the README example against it three
-# ways (find_package shared, find_package static, pkg-config) and runs each.
+# ways (find_package shared, find_package static, pkg-config) and runs each. Then moves
+# the prefix and runs the installed moe-bench, which must find libmoe through its own runpath.
+#   check_install.sh BUILD_DIR SOURCE_DIR [LIBDIR [BINDIR]]   (CMAKE_INSTALL_LIBDIR, _BINDIR)
 set -euo pipefail
-build_dir=$1 source_dir=$2
+build_dir=$1 source_dir=$2 libdir=${3:-lib} bindir=${4:-bin}
+example="$source_dir/tests/example/readme_example.c"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cmake --install "$build_dir" --prefix "$work/prefix" >/dev/null
-cmake -S "$source_dir/tests/install" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$work/prefix" \
-  -DEXAMPLE="$source_dir/tests/example/readme_example.c" >/dev/null
+prefix="$work/prefix"
+cmake --install "$build_dir" --prefix "$prefix" >/dev/null
+
+cmake -S "$source_dir/tests/install" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$prefix" \
+  -DEXAMPLE="$example" >/dev/null
 cmake --build "$work/consumer" >/dev/null
 "$work/consumer/consumer_shared"
 "$work/consumer/consumer_static"
-export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig"
-cc "$source_dir/tests/example/readme_example.c" $(pkg-config --cflags --libs moe) \
-  -Wl,-rpath,"$work/prefix/lib" -o "$work/consumer_pc"
+export PKG_CONFIG_PATH="$prefix/$libdir/pkgconfig"
+cc "$example" $(pkg-config --cflags --libs moe) -Wl,-rpath,"$prefix/$libdir" -o "$work/consumer_pc"
 "$work/consumer_pc"
+
+# The installed moe-bench, from a prefix moved after install (its runpath must be relative), and
+# with no search-path entry of the environment that holds a libmoe (LD_LIBRARY_PATH comes before
+# the runpath); other entries stay, they may carry dependencies such as libcjson.
+if [ -e "$prefix/$bindir/moe-bench" ]; then
+  moved="$work/moved"
+  mv "$prefix" "$moved"
+  ld_path=
+  IFS=: read -ra dirs <<<"${LD_LIBRARY_PATH:-}"
+  for d in "${dirs[@]}"; do
+    if [ -n "$d" ] && ! compgen -G "$d/libmoe.so*" >/dev/null; then ld_path+=${ld_path:+:}$d; fi
+  done
+  LD_LIBRARY_PATH=$ld_path "$moved/$bindir/moe-bench" -V
+  # ...and the libmoe it loads is the moved prefix's, not one installed on the system.
+  loaded=$(LD_LIBRARY_PATH=$ld_path ldd "$moved/$bindir/moe-bench" | awk '$1 ~ /^libmoe\.so/ {print $3}')
+  if [ "$(realpath "$loaded" 2>/dev/null)" != "$(realpath "$moved/$libdir/libmoe.so")" ]; then
+    echo "install: moe-bench loads libmoe from '${loaded:-nowhere}', not from $moved/$libdir"
+    exit 1
+  fi
+  echo "install: moe-bench runs from a moved prefix"
+fi
 echo "install: find_package shared, static and pkg-config consumers all ran"
