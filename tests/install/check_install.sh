@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the build into a temporary prefix, then builds the README example against it three
-# ways (find_package shared, find_package static, pkg-config) and runs each. Then moves
+# Installs the build into a temporary prefix, then builds the README example against it four
+# ways (find_package shared and static, pkg-config shared and static) and runs each. Then moves
 # the prefix and runs the installed moe-bench, which must find libmoe through its own runpath.
 #   check_install.sh BUILD_DIR SOURCE_DIR [LIBDIR [BINDIR]]   (CMAKE_INSTALL_LIBDIR, _BINDIR)
 set -euo pipefail
@@ -19,6 +19,20 @@ cmake --build "$work/consumer" >/dev/null
 export PKG_CONFIG_PATH="$prefix/$libdir/pkgconfig"
 cc "$example" $(pkg-config --cflags --libs moe) -Wl,-rpath,"$prefix/$libdir" -o "$work/consumer_pc"
 "$work/consumer_pc"
+# Static through pkg-config: Libs.private alone must resolve every dependency (-l:libmoe.a, or
+# the linker takes libmoe.so). The link cannot see a wrong -L where the default search path holds
+# the library anyway (here /usr/local/lib64 is the toolkit's), so each -L must also be a folder
+# that holds one of the libraries named.
+libs=$(pkg-config --static --libs moe)
+for d in $(printf '%s\n' $libs | sed -n 's/^-L//p'); do
+  found=
+  for l in $(printf '%s\n' $libs | sed -n 's/^-l//p'); do
+    if compgen -G "$d/lib$l.*" >/dev/null; then found=1; fi
+  done
+  [ -n "$found" ] || { echo "install: moe.pc links -L$d, which holds none of its libraries"; exit 1; }
+done
+cc "$example" $(pkg-config --cflags moe) ${libs/-lmoe/-l:libmoe.a} -o "$work/consumer_pc_static"
+"$work/consumer_pc_static"
 
 # The installed moe-bench, from a prefix moved after install (its runpath must be relative), and
 # with no search-path entry of the environment that holds a libmoe (LD_LIBRARY_PATH comes before
@@ -40,4 +54,4 @@ if [ -e "$prefix/$bindir/moe-bench" ]; then
   fi
   echo "install: moe-bench runs from a moved prefix"
 fi
-echo "install: find_package shared, static and pkg-config consumers all ran"
+echo "install: find_package and pkg-config consumers (shared, static) all ran"
