@@ -11,6 +11,13 @@ trap 'rm -rf "$work"' EXIT
 prefix="$work/prefix"
 cmake --install "$build_dir" --prefix "$prefix" >/dev/null
 
+# Every target the CMake package exports is one the README tells users about.
+exported=$(sed -n 's/^add_library(\(Moe::[A-Za-z0-9_]*\) .*/\1/p' "$prefix/$libdir/cmake/Moe/MoeTargets.cmake")
+[ -n "$exported" ] || { echo "install: no target found in MoeTargets.cmake"; exit 1; }
+for t in $exported; do
+  grep -q "$t\b" "$source_dir/README.md" || { echo "install: $t is exported but README.md never names it"; exit 1; }
+done
+
 cmake -S "$source_dir/tests/install" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$prefix" \
   -DEXAMPLE="$example" >/dev/null
 cmake --build "$work/consumer" >/dev/null
