@@ -85,6 +85,10 @@ void bench_report_add(benchReport *rep, const benchRow *row) {
   }
   rep->rows[rep->num_rows++] = *row;
   if (row->checked == 1 && !row->pass) rep->failures++;
+  if (rep->opt->quiet) { /* --quiet: no table on stdout, its rows included; the files only */
+    bench_report_write_files(rep);
+    return;
+  }
 
   char st[BENCH_NUM_STAGES][16], roof[16], check[128];
   for (int s = 0; s < BENCH_NUM_STAGES; ++s) fmt_us(st[s], sizeof st[s], row->stage_us[s]);

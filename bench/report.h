@@ -19,7 +19,7 @@ void bench_report_print_env(const benchReport *rep);
 /* Prints a preset's banner (shape, routing, scale) and the table header. */
 void bench_report_begin_preset(const benchReport *rep, const char *preset,
                                const moeLayerConfig_t *cfg, int scale);
-/* Stores a row and prints it (and its --stats / --check lines). */
+/* Stores a row and prints it (and its --stats / --check lines) unless --quiet. */
 void bench_report_add(benchReport *rep, const benchRow *row);
 /* Writes --json / --csv. Returns: 0, or 1 when a file could not be written. */
 int bench_report_write_files(const benchReport *rep);
