@@ -16,9 +16,10 @@ enum { BENCH_STAGE_ROUTE, BENCH_STAGE_PERMUTE, BENCH_STAGE_EXPERTS, BENCH_STAGE_
        BENCH_STAGE_COMBINE };
 extern const char *const bench_stage_names[BENCH_NUM_STAGES];
 
-/* Everything the command line can set. Negative / zero values mean "the mode's default". */
+/* Everything the command line can set (bench/options.c). Negative / zero values mean "the mode's
+ * default". */
 typedef struct {
-  const char *presets[64]; /* --preset (repeatable, or "all") */
+  const char *presets[64]; /* --preset (repeatable, each preset once, or "all") */
   int num_presets;
   int scale;               /* --scale N; 0 = auto (CPU: seconds per run; GPU: 1) */
   int64_t tokens[BENCH_MAX_TOKENS];
@@ -53,6 +54,7 @@ typedef struct {
   /* Actions and output details. */
   int help, version, list, roofline, markdown, warmup_set;
   double peak_bw, peak_flops; /* --roofline ceilings (B/s, FLOP/s) */
+  uint64_t given;          /* BENCH_OPT_BIT(id) of every option on the command line */
 } benchOptions;
 
 /* One measured (preset, T). Times in microseconds; < 0 = not measured. */

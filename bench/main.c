@@ -93,7 +93,7 @@ int main(int argc, char **argv) {
 
   benchOptions opt;
   bench_options_defaults(&opt);
-  int rc = bench_parse_options(argc, argv, &opt);
+  int rc = bench_parse_options(argc, argv, &opt, stderr);
   if (rc) return rc;
   if (opt.help) {
     bench_print_help(stdout);
@@ -150,12 +150,7 @@ int main(int argc, char **argv) {
   } else if (opt.backend == moeBackendAuto) {
     gpu = bench_gpu_available();
   }
-  if (opt.check < 0) opt.check = gpu ? 0 : 1;
-  if (opt.tune_path && !gpu) {
-    fprintf(stderr, "moe-bench: --tune measures the CUDA backend's kernels: it needs a visible GPU "
-                    "(the CPU backend has no kernel choices)\n");
-    return 2;
-  }
+  if ((rc = bench_options_finish_run(&opt, gpu)) != 0) return rc;
 
   /* Validate every configuration before any work, so a bad combination fails at once. */
   for (int i = 0; i < bench_source_count(&opt); ++i) {
