@@ -39,14 +39,14 @@ typedef struct {
   const char *tune_path;   /* --tune FILE: measure the GEMM kernel choices, write the table */
   int quiet;
   /* Routing research overrides (ROUTING.md sections 3-6); < 0 / NULL = keep the preset's. */
-  int routing;             /* --routing, a moeRouting_t or -1 */
-  float top_p;             /* --top-p THRESH, or < 0 */
+  int routing;             /* a moeRouting_t or -1: --routing, or the family that --top-p,
+                              --expert-choice or --dense stand for */
+  float top_p;             /* --top-p THRESH, or < 0 (top-p routing: the library's 0.4) */
   int k_max;               /* --k-max, or 0 = min(E, 2k) */
   float capacity_factor;   /* --capacity-factor, or < 0 */
   int drop_policy;         /* --drop-policy, or -1 */
-  float expert_choice;     /* --expert-choice C, or < 0 */
+  float expert_choice;     /* --expert-choice C, or < 0 (expert choice: --capacity-factor, 1) */
   int heads;               /* --heads, or 0 */
-  int dense;               /* --dense */
   /* A real layer instead of a preset (include/moe/moe_io.h). */
   const char *checkpoint;  /* --checkpoint DIR, or NULL */
   int ckpt_layer;          /* --layer N */

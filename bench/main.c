@@ -27,35 +27,26 @@ int bench_make_config(const benchPreset *p, const benchOptions *opt, int scale,
   bench_preset_config(p, scale, opt->dtype, cfg);
   const size_t at = (size_t)snprintf(err, err_len, "%s: ", p->name);
   if (at < err_len) err += at, err_len -= at;
+  /* opt->routing is the family of --routing, --top-p, --expert-choice or --dense alike
+   * (options.c), so each family has one path here whichever way it was asked for. */
   if (opt->routing >= 0) {
     cfg->routing = (moeRouting_t)opt->routing;
     if (cfg->routing != moeRoutingSigmoidGroupTopK && cfg->routing != moeRoutingSoftmaxGroupTopK)
       cfg->n_group = cfg->topk_group = 1;
     if (cfg->routing == moeRoutingSigmoidTop1InputScale) cfg->top_k = 1;
-    if (cfg->routing == moeRoutingExpertChoice && opt->capacity_factor <= 0)
-      cfg->capacity_factor = 1.0f;
-  }
-  if (opt->top_p > 0) {
-    cfg->routing = moeRoutingTopP;
-    cfg->n_group = cfg->topk_group = 1;
-    cfg->top_p_threshold = opt->top_p;
-    int k_max = opt->k_max > 0 ? opt->k_max : 2 * cfg->top_k;
-    cfg->top_k = k_max < cfg->num_experts ? k_max : cfg->num_experts;
-    if (opt->k_max > cfg->num_experts) {
-      snprintf(err, err_len, "--k-max %d exceeds the %d experts", opt->k_max, cfg->num_experts);
-      return -1;
+    if (cfg->routing == moeRoutingTopP) {
+      if (opt->top_p > 0) cfg->top_p_threshold = opt->top_p; /* else the library's default */
+      if (opt->k_max > cfg->num_experts) {
+        snprintf(err, err_len, "--k-max %d exceeds the %d experts", opt->k_max, cfg->num_experts);
+        return -1;
+      }
+      const int k_max = opt->k_max > 0 ? opt->k_max : 2 * cfg->top_k;
+      cfg->top_k = k_max < cfg->num_experts ? k_max : cfg->num_experts;
     }
-  } else if (opt->routing == moeRoutingTopP && opt->k_max > 0) {
-    cfg->top_k = opt->k_max < cfg->num_experts ? opt->k_max : cfg->num_experts;
-  }
-  if (opt->expert_choice > 0) {
-    cfg->routing = moeRoutingExpertChoice;
-    cfg->n_group = cfg->topk_group = 1;
-    cfg->capacity_factor = opt->expert_choice;
-  }
-  if (opt->dense) {
-    cfg->routing = moeRoutingDense;
-    cfg->n_group = cfg->topk_group = 1;
+    if (cfg->routing == moeRoutingExpertChoice)
+      cfg->capacity_factor = opt->expert_choice > 0     ? opt->expert_choice
+                             : opt->capacity_factor > 0 ? opt->capacity_factor
+                                                        : 1.0f;
   }
   if (opt->capacity_factor > 0) cfg->capacity_factor = opt->capacity_factor;
   if (opt->drop_policy >= 0) cfg->drop_policy = (moeDropPolicy_t)opt->drop_policy;

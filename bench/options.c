@@ -202,6 +202,18 @@ static int add_preset(benchOptions *o, const benchPreset *p, int with_all) {
   return 0;
 }
 
+/* --routing, --top-p, --expert-choice and --dense each choose the routing family, so only one
+ * of them may (a repeated --routing replaces its own value, as any option does). */
+static int choose_routing(benchOptions *o, int family, const optionSpec *s, const optionSpec **by) {
+  if (o->routing >= 0 && o->routing != family && *by && (*by)->id != s->id)
+    return usage_error("%s conflicts with %s: each chooses the routing (%s vs %s)", s->name,
+                       (*by)->name, bench_routing_name((moeRouting_t)family),
+                       bench_routing_name((moeRouting_t)o->routing));
+  o->routing = family;
+  *by = s;
+  return 0;
+}
+
 /* The first option of `mask` on the command line (in table order), or -1. */
 static int first_given(const benchOptions *o, uint64_t mask) {
   for (int id = 0; id < BENCH_OPT_COUNT; ++id)
@@ -264,6 +276,7 @@ static int check_combinations(benchOptions *o);
 
 int bench_parse_options(int argc, char **argv, benchOptions *o, FILE *err) {
   g_err = err;
+  const optionSpec *routing_by = NULL;
   int seen_all = 0; /* --preset all given */
   for (int i = 1; i < argc; ++i) {
     char name[48];
@@ -336,11 +349,15 @@ int bench_parse_options(int argc, char **argv, benchOptions *o, FILE *err) {
       case BENCH_OPT_CHECK_TOKENS: o->check_tokens = (int)n; break;
       case BENCH_OPT_STATS: o->stats = 1; break;
       case BENCH_OPT_ROUTING: {
-        o->routing = bench_routing_parse(val);
-        if (o->routing < 0) return bad_value(name, val, s);
+        const int family = bench_routing_parse(val);
+        if (family < 0) return bad_value(name, val, s);
+        rc = choose_routing(o, family, s, &routing_by);
         break;
       }
-      case BENCH_OPT_TOP_P: o->top_p = (float)x; break;
+      case BENCH_OPT_TOP_P:
+        o->top_p = (float)x;
+        rc = choose_routing(o, moeRoutingTopP, s, &routing_by);
+        break;
       case BENCH_OPT_K_MAX: o->k_max = (int)n; break;
       case BENCH_OPT_CAPACITY: o->capacity_factor = (float)x; break;
       case BENCH_OPT_DROP_POLICY:
@@ -348,9 +365,12 @@ int bench_parse_options(int argc, char **argv, benchOptions *o, FILE *err) {
         else if (!strcasecmp(val, "probs")) o->drop_policy = moeDropByProbs;
         else return bad_value(name, val, s);
         break;
-      case BENCH_OPT_EXPERT_CHOICE: o->expert_choice = (float)x; break;
+      case BENCH_OPT_EXPERT_CHOICE:
+        o->expert_choice = (float)x;
+        rc = choose_routing(o, moeRoutingExpertChoice, s, &routing_by);
+        break;
       case BENCH_OPT_HEADS: o->heads = (int)n; break;
-      case BENCH_OPT_DENSE: o->dense = 1; break;
+      case BENCH_OPT_DENSE: rc = choose_routing(o, moeRoutingDense, s, &routing_by); break;
       case BENCH_OPT_JSON: o->json_path = val; break;
       case BENCH_OPT_CSV: o->csv_path = val; break;
       case BENCH_OPT_TUNE: o->tune_path = val; break;
@@ -370,19 +390,18 @@ static int check_combinations(benchOptions *o) {
   if (o->roofline) return only_options(o, kRooflineOptions, "--roofline");
   const int roofline_only = first_given(o, kRooflineOptions);
   if (roofline_only >= 0) return usage_error("%s applies to --roofline only", kOptions[roofline_only].name);
-  const int modes = (o->top_p > 0) + (o->expert_choice > 0) + o->dense;
-  if (modes > 1) return usage_error("--top-p, --expert-choice and --dense exclude each other");
-  if (modes && o->routing >= 0)
-    return usage_error("--routing cannot be combined with --top-p, --expert-choice or --dense");
-  if (o->capacity_factor > 0 && (o->expert_choice > 0 || o->dense))
-    return usage_error("--capacity-factor applies to token-choice routing only");
   if (o->num_tokens && o->sweep) return usage_error("--tokens and --sweep exclude each other");
   if (GIVEN(BENCH_OPT_LAYER) && !o->checkpoint)
     return usage_error("--layer applies to --checkpoint only");
-  if (o->checkpoint && (o->num_presets || o->scale || modes || o->routing >= 0 ||
-                        o->capacity_factor > 0 || o->drop_policy >= 0 || o->heads || o->k_max))
+  if (o->checkpoint && (o->num_presets || o->scale || o->routing >= 0 || o->capacity_factor > 0 ||
+                        o->drop_policy >= 0 || o->heads || o->k_max))
     return usage_error("--checkpoint takes the layer as it is: no --preset, --scale or routing "
                        "override");
+  if (o->capacity_factor > 0 && o->routing == moeRoutingDense)
+    return usage_error("--capacity-factor does not apply to dense gating");
+  if (o->capacity_factor > 0 && o->expert_choice > 0)
+    return usage_error("--capacity-factor and --expert-choice both set expert choice's C: "
+                       "give one");
   return 0;
 }
 
