@@ -35,9 +35,9 @@ typedef struct {
   int check_tokens;        /* tokens compared with the naive reference when T is larger */
   int stages;              /* time the stages one by one (default 1) */
   int stats;               /* --stats */
-  const char *json_path, *csv_path;
+  const char *json_path, *csv_path; /* "-" = stdout */
   const char *tune_path;   /* --tune FILE: measure the GEMM kernel choices, write the table */
-  int quiet;
+  int quiet;               /* no table on stdout (also implied by a FILE of "-") */
   /* Routing research overrides (ROUTING.md sections 3-6); < 0 / NULL = keep the preset's. */
   int routing;             /* a moeRouting_t or -1: --routing, or the family that --top-p,
                               --expert-choice or --dense stand for */

@@ -8,6 +8,7 @@
 #include "bench.h"
 #include "bench_ep.h"
 #include "options.h"
+#include "output.h"
 #include "report.h"
 #include "roofline.h"
 
@@ -77,6 +78,23 @@ int bench_make_config(const benchPreset *p, const benchOptions *opt, int scale,
   return 0;
 }
 
+static int write_presets_json(FILE *f, const void *unused) {
+  (void)unused;
+  bench_preset_write_json(f);
+  return ferror(f) ? -1 : 0;
+}
+
+/* --list: the table, the names (--quiet) or JSON (--json FILE, "-" = stdout). */
+static int list_presets(const benchOptions *opt) {
+  if (opt->json_path) return bench_output_write_once(opt->json_path, write_presets_json, NULL);
+  if (opt->quiet) { /* names only, one per line, for scripts */
+    for (int i = 0; i < bench_preset_count(); ++i) printf("%s\n", bench_preset_at(i)->name);
+    return 0;
+  }
+  bench_preset_print_table();
+  return 0;
+}
+
 int main(int argc, char **argv) {
   /* --ep N: the expert-parallel benchmark under mpirun (bench_ep.c) has its own options. */
   for (int i = 1; i < argc; ++i)
@@ -95,28 +113,7 @@ int main(int argc, char **argv) {
     printf("moe-bench (libmoe %d.%d.%d)\n", v / 10000, v / 100 % 100, v % 100);
     return 0;
   }
-  if (opt.list) {
-    if (opt.json_path) { /* machine-readable table; "-" = stdout */
-      int to_stdout = strcmp(opt.json_path, "-") == 0;
-      FILE *f = to_stdout ? stdout : fopen(opt.json_path, "w");
-      if (!f) {
-        fprintf(stderr, "moe-bench: cannot write %s\n", opt.json_path);
-        return 1;
-      }
-      bench_preset_write_json(f);
-      if (!to_stdout && fclose(f) != 0) {
-        fprintf(stderr, "moe-bench: cannot write %s\n", opt.json_path);
-        return 1;
-      }
-      return 0;
-    }
-    if (opt.quiet) { /* names only, one per line, for scripts */
-      for (int i = 0; i < bench_preset_count(); ++i) printf("%s\n", bench_preset_at(i)->name);
-      return 0;
-    }
-    bench_preset_print_table();
-    return 0;
-  }
+  if (opt.list) return list_presets(&opt);
   if (opt.roofline) {
     printf("Roofline floors at full size, bf16, expected distinct experts hit under uniform "
            "routing;\nceilings: %.0f GB/s, %.0f TFLOP/s\n\n", opt.peak_bw / 1e9, opt.peak_flops / 1e12);
@@ -143,7 +140,8 @@ int main(int argc, char **argv) {
   }
   if ((rc = bench_options_finish_run(&opt, gpu)) != 0) return rc;
 
-  /* Validate every configuration before any work, so a bad combination fails at once. */
+  /* Validate every configuration and output file before any work, so that a bad combination
+   * or path fails at once, not after the whole run. */
   for (int i = 0; i < bench_source_count(&opt); ++i) {
     benchSource src;
     char err[320];
@@ -153,15 +151,17 @@ int main(int argc, char **argv) {
     }
     bench_source_close(&src);
   }
-
+  if (bench_output_probe(opt.tune_path) != 0) return 2; /* written at the end only */
   benchReport rep;
   bench_report_init(&rep, &opt);
+  if (bench_report_open_files(&rep) != 0) return 2;
+
   size_t used = 0;
   for (int i = 0; i < argc && used < sizeof rep.env.command; ++i)
     used += (size_t)snprintf(rep.env.command + used, sizeof rep.env.command - used, "%s%s",
                              i ? " " : "", argv[i]);
   rc = gpu ? bench_run_gpu(&opt, &rep) : bench_run_cpu(&opt, &rep);
-  if (bench_report_write_files(&rep)) rc = rc ? rc : 1;
+  if (bench_report_finish_files(&rep)) rc = rc ? rc : 1;
   if (opt.check && !opt.quiet) {
     int checked = 0;
     for (int i = 0; i < rep.num_rows; ++i) checked += rep.rows[i].checked == 1;

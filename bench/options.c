@@ -402,6 +402,18 @@ static int check_combinations(benchOptions *o) {
   if (o->capacity_factor > 0 && o->expert_choice > 0)
     return usage_error("--capacity-factor and --expert-choice both set expert choice's C: "
                        "give one");
+  /* Output files: distinct, and stdout for one of them at most, which then takes the place of
+   * the table there. */
+  const char *paths[3] = {o->json_path, o->csv_path, o->tune_path};
+  const char *names[3] = {"--json", "--csv", "--tune"};
+  for (int a = 0; a < 3; ++a)
+    for (int b = a + 1; b < 3; ++b)
+      if (paths[a] && paths[b] && strcmp(paths[a], paths[b]) == 0)
+        return strcmp(paths[a], "-") == 0
+                   ? usage_error("%s - and %s -: stdout ('-') takes one of them at most", names[a], names[b])
+                   : usage_error("%s and %s name the same file '%s'", names[a], names[b], paths[a]);
+  for (int a = 0; a < 3; ++a)
+    if (paths[a] && strcmp(paths[a], "-") == 0) o->quiet = 1;
   return 0;
 }
 
