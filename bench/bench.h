@@ -54,6 +54,7 @@ typedef struct {
   /* Actions and output details. */
   int help, version, list, roofline, markdown, warmup_set;
   double peak_bw, peak_flops; /* --roofline ceilings (B/s, FLOP/s) */
+  int ep;                  /* --ep N: the expert-parallel benchmark over N MPI ranks, or 0 */
   uint64_t given;          /* BENCH_OPT_BIT(id) of every option on the command line */
 } benchOptions;
 

@@ -82,11 +82,16 @@ void bench_print_help(FILE *f) {
       "\n"
       "Expert parallelism (MPI; NCCL with --backend cuda), a mode of its own:\n"
       "      --ep N              the expert-parallel benchmark over N ranks, launched as\n"
-      "                          mpirun -np N moe-bench --ep N [--preset P] [--scale S]\n"
-      "                          [--tokens T per rank] [--dtype bf16|f32] [--iters I]\n"
-      "                          [--warmup W] [--backend cpu|cuda] [--seed S]; no other\n"
-      "                          option applies. Prints per-rank stage times, bytes moved and\n"
-      "                          bandwidths, and a cost-model projection to 8, 16, 64 GPUs\n"
+      "                          mpirun -np N moe-bench --ep N [OPTIONS]. It takes only these\n"
+      "                          options, with these defaults:\n"
+      "                            -p NAME   one preset [deepseek-v3]\n"
+      "                            -s N      [cpu: 8; cuda: 1]\n"
+      "                            -t T      one token count per rank [128]\n"
+      "                            -d TYPE   f32 | f16 | bf16 [bf16]\n"
+      "                            -n N [20], -w N [3], --seed N [1234]\n"
+      "                            -b NAME   cpu | cuda (no auto) [cpu]\n"
+      "                          (long forms as above). Prints per-rank stage times, bytes moved\n"
+      "                          and bandwidths, and a cost-model projection to 8, 16, 64 GPUs\n"
       "\n"
       "Output (FILE '-' = stdout, for one of them at most: then it replaces the table there, as\n"
       "with --quiet; a FILE that cannot be created fails the run before anything is measured):\n"
@@ -128,6 +133,6 @@ void bench_print_help(FILE *f) {
       "  moe-bench -p dbrx -t 1,64 --json - | python3 -m json.tool\n"
       "  moe-bench --checkpoint ~/models/OLMoE-1B-7B-0924 --layer 3 -t 1,64 --check\n"
       "  moe-bench --roofline --markdown\n"
-      "  mpirun -np 4 moe-bench --ep 4 --preset deepseek-v3 --scale 16 --tokens 64\n",
+      "  mpirun -np 4 moe-bench --ep 4 -p deepseek-v3 -s 16 -t 64\n",
       f);
 }

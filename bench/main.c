@@ -96,9 +96,9 @@ static int list_presets(const benchOptions *opt) {
 }
 
 int main(int argc, char **argv) {
-  /* --ep N: the expert-parallel benchmark under mpirun (bench_ep.c) has its own options. */
-  for (int i = 1; i < argc; ++i)
-    if (strcmp(argv[i], "--ep") == 0) return moe_bench_ep_run(argc, argv);
+  /* --ep N: MPI starts before the options are parsed, so that only rank 0 reports bad usage;
+   * the options and their table are the same (options.c). */
+  if (bench_options_want_ep(argc, argv)) return moe_bench_ep_run(argc, argv);
 
   benchOptions opt;
   bench_options_defaults(&opt);

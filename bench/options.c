@@ -64,6 +64,7 @@ static const optionSpec kOptions[BENCH_OPT_COUNT] = {
     NUMBER(BENCH_OPT_EXPERT_CHOICE, "--expert-choice", 0.0, 1e6, NULL),
     INT(BENCH_OPT_HEADS, "--heads", NULL, 1, 1 << 20),
     FLAG(BENCH_OPT_DENSE, "--dense", NULL),
+    INT(BENCH_OPT_EP, "--ep", NULL, 1, 1 << 20),
     TEXT(BENCH_OPT_JSON, "--json", NULL, NULL),
     TEXT(BENCH_OPT_CSV, "--csv", NULL, NULL),
     TEXT(BENCH_OPT_TUNE, "--tune", NULL, NULL),
@@ -80,9 +81,14 @@ static const optionSpec kOptions[BENCH_OPT_COUNT] = {
 static const uint64_t kListOptions = BIT(BENCH_OPT_LIST) | BIT(BENCH_OPT_QUIET) | BIT(BENCH_OPT_JSON);
 static const uint64_t kRooflineOptions = BIT(BENCH_OPT_ROOFLINE) | BIT(BENCH_OPT_MARKDOWN) |
                                          BIT(BENCH_OPT_PEAK_BW) | BIT(BENCH_OPT_PEAK_TFLOPS);
+static const uint64_t kEpOptions = BIT(BENCH_OPT_EP) | BIT(BENCH_OPT_PRESET) |
+                                   BIT(BENCH_OPT_SCALE) | BIT(BENCH_OPT_TOKENS) |
+                                   BIT(BENCH_OPT_DTYPE) | BIT(BENCH_OPT_ITERS) |
+                                   BIT(BENCH_OPT_WARMUP) | BIT(BENCH_OPT_BACKEND) |
+                                   BIT(BENCH_OPT_SEED);
 static const uint64_t kAlwaysAnswered = BIT(BENCH_OPT_HELP) | BIT(BENCH_OPT_VERSION);
 
-/* Where messages go: stderr, or nowhere. */
+/* Where messages go: stderr, or nowhere on the MPI ranks other than 0. */
 static FILE *g_err;
 
 #if defined(__GNUC__)
@@ -272,6 +278,16 @@ static const optionSpec *next_option(int argc, char **argv, int *i, char *name, 
   return s;
 }
 
+int bench_options_want_ep(int argc, char **argv) {
+  for (int i = 1; i < argc; ++i) {
+    char name[48];
+    const char *val;
+    const optionSpec *s = next_option(argc, argv, &i, name, sizeof name, &val);
+    if (s && s->id == BENCH_OPT_EP) return 1;
+  }
+  return 0;
+}
+
 static int check_combinations(benchOptions *o);
 
 int bench_parse_options(int argc, char **argv, benchOptions *o, FILE *err) {
@@ -371,6 +387,7 @@ int bench_parse_options(int argc, char **argv, benchOptions *o, FILE *err) {
         break;
       case BENCH_OPT_HEADS: o->heads = (int)n; break;
       case BENCH_OPT_DENSE: rc = choose_routing(o, moeRoutingDense, s, &routing_by); break;
+      case BENCH_OPT_EP: o->ep = (int)n; break;
       case BENCH_OPT_JSON: o->json_path = val; break;
       case BENCH_OPT_CSV: o->csv_path = val; break;
       case BENCH_OPT_TUNE: o->tune_path = val; break;
@@ -386,6 +403,7 @@ int bench_parse_options(int argc, char **argv, benchOptions *o, FILE *err) {
 
 static int check_combinations(benchOptions *o) {
   if (o->help || o->version) return 0; /* answered whatever else the line holds */
+  if (o->ep) return 0;                  /* bench_options_finish_ep, after MPI_Init */
   if (o->list) return only_options(o, kListOptions, "--list");
   if (o->roofline) return only_options(o, kRooflineOptions, "--roofline");
   const int roofline_only = first_given(o, kRooflineOptions);
@@ -414,6 +432,23 @@ static int check_combinations(benchOptions *o) {
                    : usage_error("%s and %s name the same file '%s'", names[a], names[b], paths[a]);
   for (int a = 0; a < 3; ++a)
     if (paths[a] && strcmp(paths[a], "-") == 0) o->quiet = 1;
+  return 0;
+}
+
+int bench_options_finish_ep(benchOptions *o, FILE *err) {
+  g_err = err;
+  int rc = only_options(o, kEpOptions, "--ep");
+  if (rc) return rc;
+  if (GIVEN(BENCH_OPT_BACKEND) && o->backend == moeBackendAuto)
+    return usage_error("--ep needs --backend cpu or cuda (no auto: every rank must agree)");
+  if (o->backend == moeBackendAuto) o->backend = moeBackendCpu;
+  if (o->num_presets > 1) return usage_error("--ep runs one preset, not %d", o->num_presets);
+  if (o->num_presets == 0) o->presets[o->num_presets++] = "deepseek-v3";
+  if (o->num_tokens > 1) return usage_error("--ep takes one token count (per rank), not a list");
+  if (o->num_tokens == 0) o->tokens[o->num_tokens++] = 128;
+  if (o->iters == 0) o->iters = 20;
+  if (!o->warmup_set) o->warmup = 3;
+  if (o->scale == 0) o->scale = o->backend == moeBackendCuda ? 1 : 8;
   return 0;
 }
 
