@@ -16,9 +16,10 @@ enum { BENCH_STAGE_ROUTE, BENCH_STAGE_PERMUTE, BENCH_STAGE_EXPERTS, BENCH_STAGE_
        BENCH_STAGE_COMBINE };
 extern const char *const bench_stage_names[BENCH_NUM_STAGES];
 
-/* Everything the command line can set. Negative / zero values mean "the mode's default". */
+/* Everything the command line can set (bench/options.c). Negative / zero values mean "the mode's
+ * default". */
 typedef struct {
-  const char *presets[64]; /* --preset (repeatable, or "all") */
+  const char *presets[64]; /* --preset (repeatable, each preset once, or "all") */
   int num_presets;
   int scale;               /* --scale N; 0 = auto (CPU: seconds per run; GPU: 1) */
   int64_t tokens[BENCH_MAX_TOKENS];
@@ -34,18 +35,18 @@ typedef struct {
   int check_tokens;        /* tokens compared with the naive reference when T is larger */
   int stages;              /* time the stages one by one (default 1) */
   int stats;               /* --stats */
-  const char *json_path, *csv_path;
+  const char *json_path, *csv_path; /* "-" = stdout */
   const char *tune_path;   /* --tune FILE: measure the GEMM kernel choices, write the table */
-  int quiet;
+  int quiet;               /* no table on stdout (also implied by a FILE of "-") */
   /* Routing research overrides (ROUTING.md sections 3-6); < 0 / NULL = keep the preset's. */
-  int routing;             /* --routing, a moeRouting_t or -1 */
-  float top_p;             /* --top-p THRESH, or < 0 */
+  int routing;             /* a moeRouting_t or -1: --routing, or the family that --top-p,
+                              --expert-choice or --dense stand for */
+  float top_p;             /* --top-p THRESH, or < 0 (top-p routing: the library's 0.4) */
   int k_max;               /* --k-max, or 0 = min(E, 2k) */
   float capacity_factor;   /* --capacity-factor, or < 0 */
   int drop_policy;         /* --drop-policy, or -1 */
-  float expert_choice;     /* --expert-choice C, or < 0 */
+  float expert_choice;     /* --expert-choice C, or < 0 (expert choice: --capacity-factor, 1) */
   int heads;               /* --heads, or 0 */
-  int dense;               /* --dense */
   /* A real layer instead of a preset (include/moe/moe_io.h). */
   const char *checkpoint;  /* --checkpoint DIR, or NULL */
   int ckpt_layer;          /* --layer N */
@@ -53,6 +54,8 @@ typedef struct {
   /* Actions and output details. */
   int help, version, list, roofline, markdown, warmup_set;
   double peak_bw, peak_flops; /* --roofline ceilings (B/s, FLOP/s) */
+  int ep;                  /* --ep N: the expert-parallel benchmark over N MPI ranks, or 0 */
+  uint64_t given;          /* BENCH_OPT_BIT(id) of every option on the command line */
 } benchOptions;
 
 /* One measured (preset, T). Times in microseconds; < 0 = not measured. */

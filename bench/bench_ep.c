@@ -14,7 +14,6 @@ int moe_bench_ep_run(int argc, char **argv) {
 }
 #else
 
-#include <errno.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdint.h>
@@ -28,38 +27,13 @@ int moe_bench_ep_run(int argc, char **argv) {
 #include <cuda_runtime.h>
 #endif
 
-#if defined(__has_include)
-#if __has_include("presets.h")
-#include "presets.h"
-#define EP_HAVE_PRESETS 1
-#endif
-#endif
-
-typedef struct {
-  int ep, scale, iters, warmup, cuda;
-  int64_t tokens;
-  const char *preset;
-  moeDtype_t dtype;
-  uint64_t seed;
-} epOptions;
+#include "bench.h"
+#include "options.h"
 
 /* Bad usage: exit status 2, as for the rest of moe-bench. */
 static int usage(int rank, const char *why) {
-  if (rank == 0)
-    fprintf(stderr, "moe-bench --ep: %s\nusage: mpirun -np N moe-bench --ep N --preset NAME "
-            "[--scale S] [--tokens T] [--dtype bf16|f32] [--iters I] [--warmup W] "
-            "[--backend cpu|cuda] [--seed S]\n", why);
+  if (rank == 0) fprintf(stderr, "moe-bench --ep: %s\nTry 'moe-bench --help'.\n", why);
   return 2;
-}
-
-/* A whole decimal integer in [lo, hi] (atoi took "abc" for 0 and wrapped on overflow). */
-static int parse_num(const char *s, long long lo, long long hi, long long *out) {
-  char *end;
-  errno = 0;
-  long long v = strtoll(s, &end, 10);
-  if (errno || end == s || *end || v < lo || v > hi) return -1;
-  *out = v;
-  return 0;
 }
 
 /* ---- deterministic weights: value = f(seed, tensor, expert, index), the same on every rank -- */
@@ -117,31 +91,11 @@ static moeStatus_t upload(moeEpLayer_t ep, const moeLayerConfig_t *c, uint64_t s
   return st;
 }
 
-static int make_config(const epOptions *o, moeLayerConfig_t *cfg, int *router_bias, int rank) {
-#ifdef EP_HAVE_PRESETS
-  const benchPreset *p = bench_preset_find(o->preset);
+static int make_config(const benchOptions *o, moeLayerConfig_t *cfg, int *router_bias, int rank) {
+  const benchPreset *p = bench_preset_find(o->presets[0]);
   if (!p) return usage(rank, "unknown --preset (moe-bench --list shows them)");
   bench_preset_config(p, o->scale, o->dtype, cfg);
   *router_bias = p->router_bias;
-#else
-  /* Without bench/presets.h (an EP-only build of this file): DeepSeek-V3 only. */
-  if (strcmp(o->preset, "deepseek-v3") != 0) return usage(rank, "only --preset deepseek-v3 here");
-  moeLayerConfig_t c = MOE_LAYER_CONFIG_INIT;
-  int s = o->scale;
-  c.hidden = 7168 / s / 8 * 8 > 8 ? 7168 / s / 8 * 8 : 8;
-  c.intermediate = 2048 / s / 8 * 8 > 8 ? 2048 / s / 8 * 8 : 8;
-  c.num_experts = 256;
-  c.top_k = 8;
-  c.routing = moeRoutingSigmoidGroupTopK;
-  c.norm_topk_prob = 1;
-  c.n_group = 8;
-  c.topk_group = 4;
-  c.routed_scaling_factor = 2.5f;
-  c.num_shared_experts = 1;
-  c.dtype = o->dtype;
-  *cfg = c;
-  *router_bias = 0;
-#endif
   return 0;
 }
 
@@ -187,42 +141,21 @@ int moe_bench_ep_run(int argc, char **argv) {
   MPI_Comm world = MPI_COMM_WORLD;
   MPI_Comm_rank(world, &rank);
   MPI_Comm_size(world, &size);
-  epOptions o = {0, 0, 20, 3, 0, 128, "deepseek-v3", moeBFloat16, 42};
-  for (int i = 1; i < argc; ++i) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    char why[160];
-    long long n = 0;
-    int bad = 0;
-    if (!v) {
-      snprintf(why, sizeof why, "unknown option or missing value: '%s'", a);
-      rc = usage(rank, why);
-      goto finish;
+  /* The options of the whole tool, and only those --ep takes (options.c); rank 0 reports. */
+  benchOptions o;
+  bench_options_defaults(&o);
+  FILE *err = rank == 0 ? stderr : NULL;
+  if ((rc = bench_parse_options(argc, argv, &o, err)) != 0) goto finish;
+  if (o.help || o.version) {
+    if (rank == 0 && o.help) bench_print_help(stdout);
+    if (rank == 0 && o.version) {
+      const int v = moeGetVersion();
+      printf("moe-bench (libmoe %d.%d.%d)\n", v / 10000, v / 100 % 100, v % 100);
     }
-    ++i;
-    if (!strcmp(a, "--ep")) bad = parse_num(v, 1, 1 << 20, &n), o.ep = (int)n;
-    else if (!strcmp(a, "--preset")) o.preset = v;
-    else if (!strcmp(a, "--scale")) bad = parse_num(v, 1, 4096, &n), o.scale = (int)n;
-    else if (!strcmp(a, "--tokens")) bad = parse_num(v, 0, 1 << 24, &n), o.tokens = n;
-    else if (!strcmp(a, "--iters")) bad = parse_num(v, 1, 1000000, &n), o.iters = (int)n;
-    else if (!strcmp(a, "--warmup")) bad = parse_num(v, 0, 1000000, &n), o.warmup = (int)n;
-    else if (!strcmp(a, "--seed")) bad = parse_num(v, 0, INT64_MAX, &n), o.seed = (uint64_t)n;
-    else if (!strcmp(a, "--backend")) {
-      bad = strcmp(v, "cpu") != 0 && strcmp(v, "cuda") != 0;
-      o.cuda = !strcmp(v, "cuda");
-    } else if (!strcmp(a, "--dtype")) {
-      bad = strcmp(v, "f32") != 0 && strcmp(v, "bf16") != 0;
-      o.dtype = !strcmp(v, "f32") ? moeFloat32 : moeBFloat16;
-    } else {
-      snprintf(why, sizeof why, "unknown option '%s' (--ep takes only the options below)", a);
-      rc = usage(rank, why);
-      goto finish;
-    }
-    if (bad) {
-      snprintf(why, sizeof why, "invalid value '%s' for %s", v, a);
-      rc = usage(rank, why);
-      goto finish;
-    }
+    goto finish;
   }
+  if ((rc = bench_options_finish_ep(&o, err)) != 0) goto finish;
+  const int cuda = o.backend == moeBackendCuda;
   if (o.ep != size) {
     char why[128];
     snprintf(why, sizeof why, "--ep %d but %d MPI ranks: launch with mpirun -np %d", o.ep, size,
@@ -230,7 +163,6 @@ int moe_bench_ep_run(int argc, char **argv) {
     rc = usage(rank, why);
     goto finish;
   }
-  if (o.scale <= 0) o.scale = o.cuda ? 1 : 8;
   {
     moeContext_t ctx = NULL;
     moeEpComm_t comm = NULL;
@@ -241,29 +173,26 @@ int moe_bench_ep_run(int argc, char **argv) {
     int router_bias = 0;
     if ((rc = make_config(&o, &cfg, &router_bias, rank)) != 0) goto finish;
     moeContextConfig_t cc = MOE_CONTEXT_CONFIG_INIT;
-    cc.backend = o.cuda ? moeBackendCuda : moeBackendCpu;
-    if (o.cuda) CHECK(moeEpGetLocalDevice(&world, &cc.device), "moeEpGetLocalDevice");
+    cc.backend = cuda ? moeBackendCuda : moeBackendCpu;
+    if (cuda) CHECK(moeEpGetLocalDevice(&world, &cc.device), "moeEpGetLocalDevice");
     CHECK(moeContextCreate(&ctx, &cc), "moeContextCreate");
     CHECK(moeEpCommCreateMpi(&comm, ctx, &world), "moeEpCommCreateMpi");
     moeEpLayerConfig_t epc = MOE_EP_LAYER_CONFIG_INIT;
     epc.collect_timings = 1;
     CHECK(moeEpLayerCreate(&ep, comm, &cfg, &epc), "moeEpLayerCreate");
     CHECK(upload(ep, &cfg, o.seed, router_bias), "weights");
-    const int64_t T = o.tokens, H = cfg.hidden;
+    const int64_t T = o.tokens[0], H = cfg.hidden;
     const size_t es = cfg.dtype == moeFloat32 ? 4 : 2, xb = (size_t)(T * H) * es;
-    /* tokens: a function of (seed, rank), rounded to bf16 (or kept f32) */
+    /* tokens: a function of (seed, rank), stored in the layer's dtype */
     {
-      float *xf = (float *)malloc((size_t)(T * H) * 4 + 4);
-      uint16_t *h16 = (uint16_t *)malloc(xb + 4);
+      float *xf = (float *)malloc((size_t)(T * H) * 4);
+      uint16_t *h16 = (uint16_t *)malloc(xb);
       moeStatus_t bst = xf && h16 ? moeSuccess : moeErrorOutOfMemory;
       if (bst == moeSuccess) fill(xf, (size_t)(T * H), 1.0f, o.seed, 100, rank);
-      for (int64_t i = 0; bst == moeSuccess && i < T * H && es == 2; ++i) {
-        uint32_t u;
-        memcpy(&u, &xf[i], 4);
-        h16[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-      }
+      for (int64_t i = 0; bst == moeSuccess && i < T * H && es == 2; ++i)
+        bench_store(h16, cfg.dtype, (size_t)i, xf[i]);
       const void *host = es == 4 ? (const void *)xf : (const void *)h16;
-      if (bst == moeSuccess && o.cuda) {
+      if (bst == moeSuccess && cuda) {
 #ifdef MOE_WITH_CUDA
         if (cudaMalloc(&x, xb + 4) != cudaSuccess || cudaMalloc(&y, xb + 4) != cudaSuccess ||
             cudaMemcpy(x, host, xb, cudaMemcpyHostToDevice) != cudaSuccess)
@@ -281,7 +210,7 @@ int moe_bench_ep_run(int argc, char **argv) {
       free(h16);
       CHECK(bst, "token buffers");
     }
-    t = (double *)calloc((size_t)NST * o.iters, sizeof(double));
+    t = (double *)calloc((size_t)NST * (size_t)o.iters, sizeof(double));
     CHECK(t ? moeSuccess : moeErrorOutOfMemory, "timings");
     moeEpTimings_t tm = MOE_EP_TIMINGS_INIT;
     for (int it = -o.warmup; it < o.iters; ++it) {
@@ -310,10 +239,10 @@ int moe_bench_ep_run(int argc, char **argv) {
     MPI_Gather(mine, NV, MPI_DOUBLE, all, NV, MPI_DOUBLE, 0, world);
     if (rank == 0) {
       printf("moe-bench --ep %d: preset %s scale %d (H=%lld I=%lld E=%d k=%d shared=%d) %s, "
-             "%lld tokens per rank, %s backend, median of %d\n", size, o.preset, o.scale,
+             "%lld tokens per rank, %s backend, median of %d\n", size, o.presets[0], o.scale,
              (long long)cfg.hidden, (long long)cfg.intermediate, cfg.num_experts, cfg.top_k,
-             cfg.num_shared_experts, cfg.dtype == moeFloat32 ? "f32" : cfg.dtype == moeFloat16 ? "f16" : "bf16",
-             (long long)T, o.cuda ? "cuda/nccl" : "cpu/mpi", o.iters);
+             cfg.num_shared_experts, bench_dtype_name(cfg.dtype),
+             (long long)T, cuda ? "cuda/nccl" : "cpu/mpi", o.iters);
       printf("%4s %8s %8s %6s", "rank", "sent", "recv", "self");
       for (int k = 0; k < NST; ++k) printf(" %10s", kStage[k]);
       printf(" %11s %11s %9s %9s %10s\n", "disp_MB", "comb_MB", "algbw", "busbw", "deepep");
@@ -358,7 +287,7 @@ int moe_bench_ep_run(int argc, char **argv) {
     free(t);
     free(all);
 #ifdef MOE_WITH_CUDA
-    if (o.cuda) {
+    if (cuda) {
       cudaFree(x);
       cudaFree(y);
       x = y = NULL;

@@ -469,8 +469,8 @@ static void tune_preset(const benchOptions *opt, benchReport *rep, benchSource *
                         moeLayer_t layer, const moeLayerConfig_t *cfg, const benchDims *d,
                         int32_t K, const int64_t *Ts, int nT, void *ws, size_t wsb, cudaStream_t s,
                         tuneTable *out) {
-  char force_path[1100];
-  snprintf(force_path, sizeof force_path, "%s.force", opt->tune_path);
+  char force_path[1100]; /* a temporary file: not next to --tune FILE, which may be "-" */
+  if (bench_temp_file(force_path, sizeof force_path, "moe-bench-tune")) exit(1);
   tune_append(out, "# %s\n", p->name);
   for (int i = 0; i < nT; ++i) {
     double best_us = -1.0;
@@ -577,17 +577,11 @@ int bench_run_gpu(const benchOptions *opt, benchReport *rep) {
     bench_source_close(&src);
   }
   moeContextDestroy(ctx);
-  if (opt->tune_path) {
-    FILE *f = fopen(opt->tune_path, "w");
-    int ok = f && tune.text && fputs(tune.text, f) >= 0;
-    if (f && fclose(f) != 0) ok = 0;
-    if (!ok) {
-      fprintf(stderr, "moe-bench: cannot write the tuning table %s\n", opt->tune_path);
-      free(tune.text);
-      return 1;
-    }
-    if (!opt->quiet) fprintf(stderr, "moe-bench: tuning table written to %s\n", opt->tune_path);
+  if (opt->tune_path) { /* its path was checked before the run (main.c) */
+    const int bad = bench_output_write_once(opt->tune_path, bench_write_text, tune.text ? tune.text : "");
     free(tune.text);
+    if (bad) return 1;
+    if (!opt->quiet) fprintf(stderr, "moe-bench: tuning table written to %s\n", opt->tune_path);
   }
   cudaStreamDestroy(s);
   return rep->failures ? 1 : 0;

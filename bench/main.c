@@ -8,6 +8,7 @@
 #include "bench.h"
 #include "bench_ep.h"
 #include "options.h"
+#include "output.h"
 #include "report.h"
 #include "roofline.h"
 
@@ -27,35 +28,26 @@ int bench_make_config(const benchPreset *p, const benchOptions *opt, int scale,
   bench_preset_config(p, scale, opt->dtype, cfg);
   const size_t at = (size_t)snprintf(err, err_len, "%s: ", p->name);
   if (at < err_len) err += at, err_len -= at;
+  /* opt->routing is the family of --routing, --top-p, --expert-choice or --dense alike
+   * (options.c), so each family has one path here whichever way it was asked for. */
   if (opt->routing >= 0) {
     cfg->routing = (moeRouting_t)opt->routing;
     if (cfg->routing != moeRoutingSigmoidGroupTopK && cfg->routing != moeRoutingSoftmaxGroupTopK)
       cfg->n_group = cfg->topk_group = 1;
     if (cfg->routing == moeRoutingSigmoidTop1InputScale) cfg->top_k = 1;
-    if (cfg->routing == moeRoutingExpertChoice && opt->capacity_factor <= 0)
-      cfg->capacity_factor = 1.0f;
-  }
-  if (opt->top_p > 0) {
-    cfg->routing = moeRoutingTopP;
-    cfg->n_group = cfg->topk_group = 1;
-    cfg->top_p_threshold = opt->top_p;
-    int k_max = opt->k_max > 0 ? opt->k_max : 2 * cfg->top_k;
-    cfg->top_k = k_max < cfg->num_experts ? k_max : cfg->num_experts;
-    if (opt->k_max > cfg->num_experts) {
-      snprintf(err, err_len, "--k-max %d exceeds the %d experts", opt->k_max, cfg->num_experts);
-      return -1;
+    if (cfg->routing == moeRoutingTopP) {
+      if (opt->top_p > 0) cfg->top_p_threshold = opt->top_p; /* else the library's default */
+      if (opt->k_max > cfg->num_experts) {
+        snprintf(err, err_len, "--k-max %d exceeds the %d experts", opt->k_max, cfg->num_experts);
+        return -1;
+      }
+      const int k_max = opt->k_max > 0 ? opt->k_max : 2 * cfg->top_k;
+      cfg->top_k = k_max < cfg->num_experts ? k_max : cfg->num_experts;
     }
-  } else if (opt->routing == moeRoutingTopP && opt->k_max > 0) {
-    cfg->top_k = opt->k_max < cfg->num_experts ? opt->k_max : cfg->num_experts;
-  }
-  if (opt->expert_choice > 0) {
-    cfg->routing = moeRoutingExpertChoice;
-    cfg->n_group = cfg->topk_group = 1;
-    cfg->capacity_factor = opt->expert_choice;
-  }
-  if (opt->dense) {
-    cfg->routing = moeRoutingDense;
-    cfg->n_group = cfg->topk_group = 1;
+    if (cfg->routing == moeRoutingExpertChoice)
+      cfg->capacity_factor = opt->expert_choice > 0     ? opt->expert_choice
+                             : opt->capacity_factor > 0 ? opt->capacity_factor
+                                                        : 1.0f;
   }
   if (opt->capacity_factor > 0) cfg->capacity_factor = opt->capacity_factor;
   if (opt->drop_policy >= 0) cfg->drop_policy = (moeDropPolicy_t)opt->drop_policy;
@@ -86,14 +78,31 @@ int bench_make_config(const benchPreset *p, const benchOptions *opt, int scale,
   return 0;
 }
 
+static int write_presets_json(FILE *f, const void *unused) {
+  (void)unused;
+  bench_preset_write_json(f);
+  return ferror(f) ? -1 : 0;
+}
+
+/* --list: the table, the names (--quiet) or JSON (--json FILE, "-" = stdout). */
+static int list_presets(const benchOptions *opt) {
+  if (opt->json_path) return bench_output_write_once(opt->json_path, write_presets_json, NULL);
+  if (opt->quiet) { /* names only, one per line, for scripts */
+    for (int i = 0; i < bench_preset_count(); ++i) printf("%s\n", bench_preset_at(i)->name);
+    return 0;
+  }
+  bench_preset_print_table();
+  return 0;
+}
+
 int main(int argc, char **argv) {
-  /* --ep N: the expert-parallel benchmark under mpirun (bench_ep.c) has its own options. */
-  for (int i = 1; i < argc; ++i)
-    if (strcmp(argv[i], "--ep") == 0) return moe_bench_ep_run(argc, argv);
+  /* --ep N: MPI starts before the options are parsed, so that only rank 0 reports bad usage;
+   * the options and their table are the same (options.c). */
+  if (bench_options_want_ep(argc, argv)) return moe_bench_ep_run(argc, argv);
 
   benchOptions opt;
   bench_options_defaults(&opt);
-  int rc = bench_parse_options(argc, argv, &opt);
+  int rc = bench_parse_options(argc, argv, &opt, stderr);
   if (rc) return rc;
   if (opt.help) {
     bench_print_help(stdout);
@@ -104,28 +113,7 @@ int main(int argc, char **argv) {
     printf("moe-bench (libmoe %d.%d.%d)\n", v / 10000, v / 100 % 100, v % 100);
     return 0;
   }
-  if (opt.list) {
-    if (opt.json_path) { /* machine-readable table; "-" = stdout */
-      int to_stdout = strcmp(opt.json_path, "-") == 0;
-      FILE *f = to_stdout ? stdout : fopen(opt.json_path, "w");
-      if (!f) {
-        fprintf(stderr, "moe-bench: cannot write %s\n", opt.json_path);
-        return 1;
-      }
-      bench_preset_write_json(f);
-      if (!to_stdout && fclose(f) != 0) {
-        fprintf(stderr, "moe-bench: cannot write %s\n", opt.json_path);
-        return 1;
-      }
-      return 0;
-    }
-    if (opt.quiet) { /* names only, one per line, for scripts */
-      for (int i = 0; i < bench_preset_count(); ++i) printf("%s\n", bench_preset_at(i)->name);
-      return 0;
-    }
-    bench_preset_print_table();
-    return 0;
-  }
+  if (opt.list) return list_presets(&opt);
   if (opt.roofline) {
     printf("Roofline floors at full size, bf16, expected distinct experts hit under uniform "
            "routing;\nceilings: %.0f GB/s, %.0f TFLOP/s\n\n", opt.peak_bw / 1e9, opt.peak_flops / 1e12);
@@ -150,14 +138,10 @@ int main(int argc, char **argv) {
   } else if (opt.backend == moeBackendAuto) {
     gpu = bench_gpu_available();
   }
-  if (opt.check < 0) opt.check = gpu ? 0 : 1;
-  if (opt.tune_path && !gpu) {
-    fprintf(stderr, "moe-bench: --tune measures the CUDA backend's kernels: it needs a visible GPU "
-                    "(the CPU backend has no kernel choices)\n");
-    return 2;
-  }
+  if ((rc = bench_options_finish_run(&opt, gpu)) != 0) return rc;
 
-  /* Validate every configuration before any work, so a bad combination fails at once. */
+  /* Validate every configuration and output file before any work, so that a bad combination
+   * or path fails at once, not after the whole run. */
   for (int i = 0; i < bench_source_count(&opt); ++i) {
     benchSource src;
     char err[320];
@@ -167,15 +151,17 @@ int main(int argc, char **argv) {
     }
     bench_source_close(&src);
   }
-
+  if (bench_output_probe(opt.tune_path) != 0) return 2; /* written at the end only */
   benchReport rep;
   bench_report_init(&rep, &opt);
+  if (bench_report_open_files(&rep) != 0) return 2;
+
   size_t used = 0;
   for (int i = 0; i < argc && used < sizeof rep.env.command; ++i)
     used += (size_t)snprintf(rep.env.command + used, sizeof rep.env.command - used, "%s%s",
                              i ? " " : "", argv[i]);
   rc = gpu ? bench_run_gpu(&opt, &rep) : bench_run_cpu(&opt, &rep);
-  if (bench_report_write_files(&rep)) rc = rc ? rc : 1;
+  if (bench_report_finish_files(&rep)) rc = rc ? rc : 1;
   if (opt.check && !opt.quiet) {
     int checked = 0;
     for (int i = 0; i < rep.num_rows; ++i) checked += rep.rows[i].checked == 1;

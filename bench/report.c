@@ -7,7 +7,7 @@
 
 #include "moe/moe.h"
 
-int bench_report_write_files(const benchReport *rep);
+static void write_files(benchReport *rep, int final);
 
 void bench_report_init(benchReport *rep, const benchOptions *opt) {
   memset(rep, 0, sizeof *rep);
@@ -15,7 +15,18 @@ void bench_report_init(benchReport *rep, const benchOptions *opt) {
   bench_fill_env_common(&rep->env);
 }
 
+int bench_report_open_files(benchReport *rep) {
+  if (bench_output_open(&rep->json, rep->opt->json_path) != 0) return -1;
+  if (bench_output_open(&rep->csv, rep->opt->csv_path) != 0) {
+    bench_output_close(&rep->json);
+    return -1;
+  }
+  return 0;
+}
+
 void bench_report_free(benchReport *rep) {
+  bench_output_close(&rep->json);
+  bench_output_close(&rep->csv);
   free(rep->rows);
   rep->rows = NULL;
   rep->num_rows = rep->cap_rows = 0;
@@ -85,6 +96,9 @@ void bench_report_add(benchReport *rep, const benchRow *row) {
   }
   rep->rows[rep->num_rows++] = *row;
   if (row->checked == 1 && !row->pass) rep->failures++;
+  /* Files are rewritten after every row, so a run cut short (a time limit) keeps its results. */
+  write_files(rep, 0);
+  if (rep->opt->quiet) return; /* --quiet: no table on stdout, the files only */
 
   char st[BENCH_NUM_STAGES][16], roof[16], check[128];
   for (int s = 0; s < BENCH_NUM_STAGES; ++s) fmt_us(st[s], sizeof st[s], row->stage_us[s]);
@@ -110,8 +124,6 @@ void bench_report_add(benchReport *rep, const benchRow *row) {
            s[moeStatExpertsPerToken], (long long)row->dropped_total);
   }
   fflush(stdout);
-  /* Files are rewritten after every row, so a run cut short (a time limit) keeps its results. */
-  bench_report_write_files(rep);
 }
 
 /* ---- files -------------------------------------------------------------------------------- */
@@ -132,9 +144,8 @@ static void json_num(FILE *f, double v, int unknown_if_negative) {
   else fprintf(f, "%.6g", v);
 }
 
-static int write_json(const benchReport *rep, const char *path) {
-  FILE *f = fopen(path, "w");
-  if (!f) return 1;
+static int write_json(FILE *f, const void *report) {
+  const benchReport *rep = report;
   const benchEnv *e = &rep->env;
   int v = moeGetVersion();
   fprintf(f, "{\n  \"tool\": \"moe-bench\",\n  \"libmoe_version\": \"%d.%d.%d\",\n", v / 10000,
@@ -209,7 +220,7 @@ static int write_json(const benchReport *rep, const char *path) {
     fputc('}', f);
   }
   fputs("\n  ]\n}\n", f);
-  return fclose(f) != 0;
+  return ferror(f) ? -1 : 0;
 }
 
 static void csv_num(FILE *f, double v) {
@@ -217,9 +228,8 @@ static void csv_num(FILE *f, double v) {
   else fprintf(f, ",%.6g", v);
 }
 
-static int write_csv(const benchReport *rep, const char *path) {
-  FILE *f = fopen(path, "w");
-  if (!f) return 1;
+static int write_csv(FILE *f, const void *report) {
+  const benchReport *rep = report;
   const benchEnv *e = &rep->env;
   char device[sizeof e->device];
   snprintf(device, sizeof device, "%s", e->device);
@@ -243,18 +253,17 @@ static int write_csv(const benchReport *rep, const char *path) {
     if (r->checked == 1) csv_num(f, r->rel_err); else fputs(",", f);
     fputc('\n', f);
   }
-  return fclose(f) != 0;
+  return ferror(f) ? -1 : 0;
 }
 
-int bench_report_write_files(const benchReport *rep) {
-  int rc = 0;
-  if (rep->opt->json_path && write_json(rep, rep->opt->json_path)) {
-    fprintf(stderr, "moe-bench: cannot write %s\n", rep->opt->json_path);
-    rc = 1;
-  }
-  if (rep->opt->csv_path && write_csv(rep, rep->opt->csv_path)) {
-    fprintf(stderr, "moe-bench: cannot write %s\n", rep->opt->csv_path);
-    rc = 1;
-  }
-  return rc;
+static void write_files(benchReport *rep, int final) {
+  bench_output_write(&rep->json, write_json, rep, final);
+  bench_output_write(&rep->csv, write_csv, rep, final);
+}
+
+int bench_report_finish_files(benchReport *rep) {
+  write_files(rep, 1);
+  const int bad_json = bench_output_close(&rep->json) != 0;
+  const int bad_csv = bench_output_close(&rep->csv) != 0;
+  return bad_json || bad_csv ? 1 : 0;
 }
