@@ -24,6 +24,10 @@
 #   MOE_SANITIZER_FILTER  --gtest_filter for the sanitizer runs            [*]
 #   MOE_CMAKE_ARGS     extra configure arguments (word-split), e.g. -DMOE_WITH_MPI=OFF
 #   MOE_BENCH_BACKEND  moe-bench --backend                  [cuda]
+#   MOE_BENCH_ARGS     extra moe-bench arguments for the sweep and the tuner (word-split), e.g.
+#                      "--scale 64 --iters 2" for a rehearsal on the emulated device   [none]
+#   MOE_CTEST_ARGS     extra ctest arguments (word-split, no quoting), e.g. -L gpu   [none]
+#   MOE_RESULTS_DIR    where the results files go (relative to the repository root) [bench/results]
 #   MOE_BENCH_PEERS    1 = run bench/compare_torch.py (libmoe vs torch._grouped_mm vs the
 #                      per-expert loop) after the sweep when python3 can import torch with CUDA;
 #                      0 = skip                             [1]
@@ -51,6 +55,12 @@ bench_args=(--max-time "${MOE_BENCH_MAX_TIME:-0.5}")
 if [ "$check_tokens" -gt 0 ] 2>/dev/null; then
   bench_args+=(--check --check-tokens "$check_tokens")
 fi
+read -ra bench_extra <<<"${MOE_BENCH_ARGS:-}"
+bench_args+=("${bench_extra[@]}")
+# The sweep is at full size unless MOE_BENCH_ARGS scales it (a rehearsal on the emulator).
+sweep_size="full size"
+[ ${#bench_extra[@]} -gt 0 ] && sweep_size="moe-bench ${bench_extra[*]}"
+read -ra ctest_extra <<<"${MOE_CTEST_ARGS:-}"
 deadline="${MOE_GPU_CHECK_DEADLINE_S:-470}"
 # Seconds a step may take: its own cap, or what is left before the deadline if less.
 cap() { local left=$((deadline - $(elapsed))); [ "$1" -lt "$left" ] && echo "$1" || echo "$left"; }
@@ -78,8 +88,9 @@ gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 gpu_tag=$(echo "$gpu_name" | sed -e 's/NVIDIA //' -e 's/[^A-Za-z0-9]\+/-/g' -e 's/-$//')
 driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
 stamp=$(date -u +%Y%m%d-%H%M)
-mkdir -p bench/results
-base="bench/results/${stamp}-${gpu_tag}-${commit}"
+results="${MOE_RESULTS_DIR:-bench/results}"
+mkdir -p "$results"
+base="$results/${stamp}-${gpu_tag}-${commit}"
 md="$base.md"
 json="$base.json"
 work=$(mktemp -d)
@@ -117,7 +128,7 @@ fence() { printf '```\n' >>"$md"; cat "$1" >>"$md"; printf '```\n' >>"$md"; }
   echo "- nvcc: $(nvcc --version 2>/dev/null | tail -1 || echo 'not found')"
   echo "- host: $(uname -srm), $(nproc) cores"
   echo "- carried packages (.deps): $carried_deps"
-  echo "- sweep: T = $tokens, every preset at full size, bf16, moe-bench ${bench_args[*]}"
+  echo "- sweep: T = $tokens, ${MOE_BENCH_PRESETS:-every preset}, $sweep_size, bf16, moe-bench ${bench_args[*]}"
 } >"$md"
 section "nvidia-smi"
 nvidia-smi >"$work/smi.txt" 2>&1
@@ -151,7 +162,7 @@ fence "$work/build_diag.txt"
 status_ctest="not run"
 if [ "$tests_built" = yes ] && [ -d "$build" ] && [ "$(cap 120)" -gt 10 ]; then
   limit=$(cap 120)
-  timeout "$limit" ctest --test-dir "$build" --output-on-failure -j 4 >"$work/ctest.txt" 2>&1
+  timeout "$limit" ctest --test-dir "$build" --output-on-failure -j 4 "${ctest_extra[@]}" >"$work/ctest.txt" 2>&1
   rc=$?
   status_ctest=$(grep -E "tests passed|tests failed" "$work/ctest.txt" | tail -1)
   [ $rc -eq 124 ] && status_ctest="TIMEOUT after $limit s; $status_ctest"
@@ -203,7 +214,7 @@ presets="${MOE_BENCH_PRESETS:-}"
 if [ -z "$presets" ] && [ -x "$bench" ]; then
   presets=$("$bench" --list --quiet)
 fi
-section "moe-bench (full size, bf16, T = $tokens)"
+section "moe-bench ($sweep_size, bf16, T = $tokens)"
 bench_done=""
 bench_skipped=""
 jsons=()
@@ -268,7 +279,7 @@ if [ -n "${MOE_BENCH_TUNE:-}" ] && [ -x "$bench" ]; then
   tune_args=()
   for p in $MOE_BENCH_TUNE; do tune_args+=(--preset "$p"); done
   timeout "$limit" "$bench" --backend cuda "${tune_args[@]}" --tokens "$tokens" --no-stages \
-    --max-time 0.3 --tune "$base-tuning.txt" --json "$work/tune.json" >"$work/tune.txt" 2>&1
+    --max-time 0.3 "${bench_extra[@]}" --tune "$base-tuning.txt" --json "$work/tune.json" >"$work/tune.txt" 2>&1
   rc=$?
   status_tune="rc $rc, table $(basename "$base")-tuning.txt"
   section "moe-bench --tune: $status_tune"
