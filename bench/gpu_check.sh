@@ -62,8 +62,18 @@ sweep_size="full size"
 [ ${#bench_extra[@]} -gt 0 ] && sweep_size="moe-bench ${bench_extra[*]}"
 read -ra ctest_extra <<<"${MOE_CTEST_ARGS:-}"
 deadline="${MOE_GPU_CHECK_DEADLINE_S:-470}"
-# Seconds a step may take: its own cap, or what is left before the deadline if less.
-cap() { local left=$((deadline - $(elapsed))); [ "$1" -lt "$left" ] && echo "$1" || echo "$left"; }
+# Seconds a step may take: its own cap, or what is left before the deadline if less; never
+# below 1, since `timeout 0` would mean no limit at all.
+cap() {
+  local left=$((deadline - $(elapsed)))
+  [ "$left" -lt 1 ] && left=1
+  [ "$1" -lt "$left" ] && echo "$1" || echo "$left"
+}
+# bounded CAP COMMAND...: SIGTERM at CAP seconds, SIGKILL 10 s later if that is ignored (a
+# process stuck in a GPU call), so the script always reaches its summary.
+bounded() { timeout -k 10 "$@"; }
+# timeout answers 124 after its SIGTERM, 137 after the SIGKILL.
+timed_out() { [ "$1" -eq 124 ] || [ "$1" -eq 137 ]; }
 filter="${MOE_SANITIZER_FILTER:-*}"
 # The peer comparison runs last, in time kept back from the sweep, when torch is usable.
 peers_time=0
@@ -76,7 +86,11 @@ if [ "${MOE_BENCH_PEERS:-1}" != 0 ]; then
   fi
 fi
 # Seconds a sweep step may take: cap, but leaving the peers' time for them.
-cap_sweep() { local left=$((deadline - peers_time - $(elapsed))); [ "$1" -lt "$left" ] && echo "$1" || echo "$left"; }
+cap_sweep() {
+  local left=$((deadline - peers_time - $(elapsed)))
+  [ "$left" -lt 1 ] && left=1
+  [ "$1" -lt "$left" ] && echo "$1" || echo "$left"
+}
 commit="${MOE_BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 export MOE_BENCH_COMMIT="$commit"
 
@@ -141,13 +155,13 @@ cmake_args=(-S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA
 [ -n "${MOE_CUDA_ARCHS:-}" ] && cmake_args+=("-DCMAKE_CUDA_ARCHITECTURES=$MOE_CUDA_ARCHS")
 # shellcheck disable=SC2206
 [ -n "${MOE_CMAKE_ARGS:-}" ] && cmake_args+=(${MOE_CMAKE_ARGS})
-if ! cmake "${cmake_args[@]}" >"$work/configure.txt" 2>&1; then
+if ! bounded "$(cap 120)" cmake "${cmake_args[@]}" >"$work/configure.txt" 2>&1; then
   # The usual cause on a bare GPU image: no GoogleTest. Build the library and moe-bench anyway.
   tests_built="no (configure with tests failed; see log)"
-  cmake "${cmake_args[@]}" -DMOE_BUILD_TESTS=OFF >>"$work/configure.txt" 2>&1
+  bounded "$(cap 120)" cmake "${cmake_args[@]}" -DMOE_BUILD_TESTS=OFF >>"$work/configure.txt" 2>&1
 fi
 # -k 0: a failing test file does not stop the library and moe-bench from being built.
-if timeout "$(cap 300)" cmake --build "$build" -j "$jobs" -- -k 0 >"$work/build.txt" 2>&1; then
+if bounded "$(cap 300)" cmake --build "$build" -j "$jobs" -- -k 0 >"$work/build.txt" 2>&1; then
   status_build="ok ($(elapsed) s)"
 fi
 section "Build: $status_build (tests built: $tests_built)"
@@ -162,10 +176,10 @@ fence "$work/build_diag.txt"
 status_ctest="not run"
 if [ "$tests_built" = yes ] && [ -d "$build" ] && [ "$(cap 120)" -gt 10 ]; then
   limit=$(cap 120)
-  timeout "$limit" ctest --test-dir "$build" --output-on-failure -j 4 "${ctest_extra[@]}" >"$work/ctest.txt" 2>&1
+  bounded "$limit" ctest --test-dir "$build" --output-on-failure -j 4 "${ctest_extra[@]}" >"$work/ctest.txt" 2>&1
   rc=$?
   status_ctest=$(grep -E "tests passed|tests failed" "$work/ctest.txt" | tail -1)
-  [ $rc -eq 124 ] && status_ctest="TIMEOUT after $limit s; $status_ctest"
+  timed_out $rc && status_ctest="TIMEOUT after $limit s; $status_ctest"
   [ -z "$status_ctest" ] && status_ctest="rc $rc"
   section "ctest: $status_ctest"
   { grep -E "tests passed|tests failed|\*\*\*Failed|\*\*\*Skipped|Not Run|Timeout|SKIPPED" "$work/ctest.txt" | head -60
@@ -185,14 +199,14 @@ if [ -x "$gpu_tests" ] && command -v compute-sanitizer >/dev/null; then
       [ $tool = memcheck ] && status_memcheck="$s" || status_racecheck="$s"
       continue
     fi
-    timeout "$limit" compute-sanitizer --tool "$tool" --error-exitcode 99 "$gpu_tests" \
+    bounded "$limit" compute-sanitizer --tool "$tool" --error-exitcode 99 "$gpu_tests" \
       --gtest_filter="$filter" --gtest_brief=1 >"$work/$tool.txt" 2>&1
     rc=$?
     summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$work/$tool.txt" | tail -1)
     case $rc in
       0) s="clean: ${summary:-no summary line}" ;;
       99) s="ERRORS: $summary" ;;
-      124) s="TIMEOUT after $limit s: ${summary:-no summary}" ;;
+      124 | 137) s="TIMEOUT after $limit s: ${summary:-no summary}" ;;
       *) s="rc $rc: ${summary:-no summary line}" ;;
     esac
     [ $tool = memcheck ] && status_memcheck="$s" || status_racecheck="$s"
@@ -224,7 +238,7 @@ if [ -x "$bench" ]; then
       bench_skipped="$bench_skipped $p"
       continue
     fi
-    timeout "$(cap_sweep 150)" "$bench" --backend "${MOE_BENCH_BACKEND:-cuda}" --preset "$p" --tokens "$tokens" \
+    bounded "$(cap_sweep 150)" "$bench" --backend "${MOE_BENCH_BACKEND:-cuda}" --preset "$p" --tokens "$tokens" \
       "${bench_args[@]}" --json "$work/$p.json" --csv "$work/$p.csv" >"$work/$p.txt" 2>&1
     rc=$?
     echo "### $p (rc $rc)" >>"$md"
@@ -259,14 +273,14 @@ if [ "$peers_time" -gt 0 ]; then
   else
     # --deadline: no new (preset, T) 20 s before the hard stop; rows are in the JSON as they end.
     # shellcheck disable=SC2086  # MOE_PEERS_ARGS is word-split on purpose
-    timeout "$limit" python3 bench/compare_torch.py --lib "$build" --backend cuda \
+    bounded "$limit" python3 bench/compare_torch.py --lib "$build" --backend cuda \
       -p qwen3-30b-a3b -p mixtral-8x7b -p deepseek-v3 \
       --tokens "${MOE_PEERS_TOKENS:-1,8,32,64,128,256,1024,4096,16384}" \
       --max-time 0.3 --iters 50 --deadline $((limit - 20)) --json "$peers_json" \
       ${MOE_PEERS_ARGS:-} >"$work/peers.txt" 2>&1
     rc=$?
     status_peers="rc $rc: $(grep -E '^check:' "$work/peers.txt" | tail -1)"
-    [ $rc -eq 124 ] && status_peers="TIMEOUT after $limit s (finished rows kept); $status_peers"
+    timed_out $rc && status_peers="TIMEOUT after $limit s (finished rows kept); $status_peers"
   fi
   section "Peers, bench/compare_torch.py: $status_peers"
   [ -s "$work/peers.txt" ] && fence "$work/peers.txt"
@@ -274,11 +288,13 @@ fi
 
 # ---- the tuner: moe-bench --tune (opt-in) -------------------------------------------------------
 status_tune="not run (MOE_BENCH_TUNE empty)"
-if [ -n "${MOE_BENCH_TUNE:-}" ] && [ -x "$bench" ]; then
+if [ -n "${MOE_BENCH_TUNE:-}" ] && [ "$(cap 300)" -le 15 ]; then
+  status_tune="not run: the time budget was spent"
+elif [ -n "${MOE_BENCH_TUNE:-}" ] && [ -x "$bench" ]; then
   limit=$(cap 300)
   tune_args=()
   for p in $MOE_BENCH_TUNE; do tune_args+=(--preset "$p"); done
-  timeout "$limit" "$bench" --backend cuda "${tune_args[@]}" --tokens "$tokens" --no-stages \
+  bounded "$limit" "$bench" --backend cuda "${tune_args[@]}" --tokens "$tokens" --no-stages \
     --max-time 0.3 "${bench_extra[@]}" --tune "$base-tuning.txt" --json "$work/tune.json" >"$work/tune.txt" 2>&1
   rc=$?
   status_tune="rc $rc, table $(basename "$base")-tuning.txt"
