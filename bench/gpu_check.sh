@@ -112,9 +112,14 @@ trap 'rm -rf "$work"' EXIT
 
 # Packages the GPU image may lack, carried as .deb files in .deps/ (bench/device_deps.sh):
 # unpacked into a private prefix that CMake, pkg-config and the loader are pointed at.
+# The prefix lives in the build directory, not in $work: CMake caches the paths it found there
+# (pkg-config results above all), and a second call on a warm machine reuses the build directory.
 carried_deps="none"
+deps_args=()
 if compgen -G ".deps/*.deb" >/dev/null; then
-  deps="$work/deps"
+  mkdir -p "$build"
+  deps="$(cd "$build" && pwd)/carried-deps"
+  rm -rf "$deps"
   mkdir -p "$deps"
   for f in .deps/*.deb; do
     if command -v dpkg-deb >/dev/null; then
@@ -125,10 +130,18 @@ if compgen -G ".deps/*.deb" >/dev/null; then
   done
   multiarch="$deps/usr/lib/x86_64-linux-gnu"
   export CMAKE_PREFIX_PATH="$deps/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+  # The .pc files carry absolute /usr paths: point them at the prefix. (Not with
+  # PKG_CONFIG_SYSROOT_DIR: that would prefix every other .pc file too, and the InstallAndConsume
+  # test, whose consumer reads the moe.pc it installed, failed so in the rehearsal.)
+  sed -i -E "s#^([A-Za-z_]+)=/usr#\1=$deps/usr#" "$multiarch"/pkgconfig/*.pc
   export PKG_CONFIG_PATH="$multiarch/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-  export PKG_CONFIG_SYSROOT_DIR="$deps" # the .pc files carry absolute /usr paths
   export LD_LIBRARY_PATH="$multiarch${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   carried_deps=$(cd .deps && ls ./*.deb | sed 's|^\./||' | tr '\n' ' ')
+  # No pkg-config on the image: CMake cannot find cJSON without one, so use the carried pkgconf.
+  if ! command -v pkg-config >/dev/null && [ -x "$deps/usr/bin/pkgconf" ]; then
+    deps_args+=("-DPKG_CONFIG_EXECUTABLE=$deps/usr/bin/pkgconf")
+    carried_deps="$carried_deps(pkgconf used: no pkg-config here)"
+  fi
 fi
 
 section() { printf '\n## %s\n\n' "$1" >>"$md"; }
@@ -153,6 +166,7 @@ status_build="FAIL"
 tests_built="yes"
 cmake_args=(-S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA=ON)
 [ -n "${MOE_CUDA_ARCHS:-}" ] && cmake_args+=("-DCMAKE_CUDA_ARCHITECTURES=$MOE_CUDA_ARCHS")
+cmake_args+=("${deps_args[@]}")
 # shellcheck disable=SC2206
 [ -n "${MOE_CMAKE_ARGS:-}" ] && cmake_args+=(${MOE_CMAKE_ARGS})
 if ! bounded "$(cap 120)" cmake "${cmake_args[@]}" >"$work/configure.txt" 2>&1; then
