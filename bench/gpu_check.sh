@@ -62,12 +62,13 @@ sweep_size="full size"
 [ ${#bench_extra[@]} -gt 0 ] && sweep_size="moe-bench ${bench_extra[*]}"
 read -ra ctest_extra <<<"${MOE_CTEST_ARGS:-}"
 deadline="${MOE_GPU_CHECK_DEADLINE_S:-470}"
-# Seconds a step may take: its own cap, or what is left before the deadline if less; never
-# below 1, since `timeout 0` would mean no limit at all.
+# Seconds a step may take: its own cap $1, or what is left before the deadline less $2 seconds
+# kept for later steps, if that is less; never below 1, since `timeout 0` would mean no limit.
 cap() {
-  local left=$((deadline - $(elapsed)))
-  [ "$left" -lt 1 ] && left=1
-  [ "$1" -lt "$left" ] && echo "$1" || echo "$left"
+  local c=$1 left=$((deadline - ${2:-0} - $(elapsed)))
+  [ "$left" -lt "$c" ] && c=$left
+  [ "$c" -lt 1 ] && c=1
+  echo "$c"
 }
 # bounded CAP COMMAND...: SIGTERM at CAP seconds, SIGKILL 10 s later if that is ignored (a
 # process stuck in a GPU call), so the script always reaches its summary.
@@ -85,12 +86,8 @@ if [ "${MOE_BENCH_PEERS:-1}" != 0 ]; then
     status_peers="not run: python3 cannot import torch with CUDA"
   fi
 fi
-# Seconds a sweep step may take: cap, but leaving the peers' time for them.
-cap_sweep() {
-  local left=$((deadline - peers_time - $(elapsed)))
-  [ "$left" -lt 1 ] && left=1
-  [ "$1" -lt "$left" ] && echo "$1" || echo "$left"
-}
+# A sweep step leaves the peers their time.
+cap_sweep() { cap "$1" "$peers_time"; }
 commit="${MOE_BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 export MOE_BENCH_COMMIT="$commit"
 
@@ -162,33 +159,111 @@ nvidia-smi >"$work/smi.txt" 2>&1
 fence "$work/smi.txt"
 
 # ---- configure + build ---------------------------------------------------------------------
-status_build="FAIL"
-tests_built="yes"
-cmake_args=(-S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA=ON)
+# Tests and cJSON ON explicitly: a fallback below is cached, and must not outlive this call.
+cmake_args=(-S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA=ON
+            -DMOE_BUILD_TESTS=ON -DMOE_WITH_CJSON=ON)
 [ -n "${MOE_CUDA_ARCHS:-}" ] && cmake_args+=("-DCMAKE_CUDA_ARCHITECTURES=$MOE_CUDA_ARCHS")
 cmake_args+=("${deps_args[@]}")
 # shellcheck disable=SC2206
 [ -n "${MOE_CMAKE_ARGS:-}" ] && cmake_args+=(${MOE_CMAKE_ARGS})
-if ! bounded "$(cap 120)" cmake "${cmake_args[@]}" >"$work/configure.txt" 2>&1; then
-  # The usual cause on a bare GPU image: no GoogleTest. Build the library and moe-bench anyway.
-  tests_built="no (configure with tests failed; see log)"
-  bounded "$(cap 120)" cmake "${cmake_args[@]}" -DMOE_BUILD_TESTS=OFF >>"$work/configure.txt" 2>&1
+# A failed configure is retried without what failed, so that the library and moe-bench get
+# built whatever the image lacks: without cJSON (the checkpoint loader; the sweep reads no
+# checkpoint) when it or pkg-config is missing, without the test suites when GoogleTest is (or
+# when the cause is unknown), at most three tries.
+status_configure="FAILED"
+fallback=()
+: >"$work/configure.txt"
+for try in 1 2 3; do
+  bounded "$(cap 120)" cmake "${cmake_args[@]}" "${fallback[@]}" >"$work/configure$try.txt" 2>&1
+  rc=$?
+  cat "$work/configure$try.txt" >>"$work/configure.txt"
+  if [ $rc -eq 0 ]; then
+    status_configure="ok${fallback[*]:+ only with ${fallback[*]} (earlier tries: see below)}"
+    break
+  fi
+  timed_out $rc && { status_configure="TIMEOUT"; break; }
+  # (What the error says, not the whole log: that names libcjson when it was found, too.)
+  if sed -n '/CMake Error/,$p' "$work/configure$try.txt" | grep -qE "pkg_check_modules|PkgConfig" &&
+    [[ "${fallback[*]}" != *CJSON* ]]; then
+    fallback+=(-DMOE_WITH_CJSON=OFF)
+  elif [[ "${fallback[*]}" != *BUILD_TESTS* ]]; then
+    fallback+=(-DMOE_BUILD_TESTS=OFF)
+  else
+    break
+  fi
+done
+tests_built="no"
+grep -q '^MOE_BUILD_TESTS:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null && tests_built="yes"
+status_build="not run: configure failed"
+core_built="no"
+if [ "${status_configure:0:2}" = ok ]; then
+  # First the library and moe-bench alone: what the sweep and the peers need, current even when
+  # a test file fails or the time runs out later (after a failed build an old moe-bench from an
+  # earlier call could otherwise be timed under this commit's name).
+  core=(moe)
+  grep -q '^MOE_BUILD_BENCH:BOOL=ON' "$build/CMakeCache.txt" && core+=(moe-bench)
+  limit=$(cap 300)
+  build_end=$(($(elapsed) + limit))
+  bounded "$limit" cmake --build "$build" -j "$jobs" --target "${core[@]}" >"$work/build.txt" 2>&1
+  rc=$?
+  if [ $rc -eq 0 ]; then
+    core_built="yes"
+    # Then everything else (the test suites) in what is left of the build's time; -k 0: a
+    # failing test file does not stop the others.
+    limit=$(cap $((build_end - $(elapsed))))
+    bounded "$limit" cmake --build "$build" -j "$jobs" -- -k 0 >>"$work/build.txt" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ]; then status_build="ok ($(elapsed) s in all)"
+    elif timed_out $rc; then status_build="TIMEOUT after $limit s: ${core[*]} built, the tests partly"
+    else status_build="FAIL (rc $rc): ${core[*]} built, not every test suite"
+    fi
+  elif timed_out $rc; then status_build="TIMEOUT after $limit s: ${core[*]} not built"
+  else status_build="FAIL (rc $rc): ${core[*]} not built"
+  fi
 fi
-# -k 0: a failing test file does not stop the library and moe-bench from being built.
-if bounded "$(cap 300)" cmake --build "$build" -j "$jobs" -- -k 0 >"$work/build.txt" 2>&1; then
-  status_build="ok ($(elapsed) s)"
+section "Build: $status_build"
+{
+  echo "- configure: $status_configure"
+  echo "- test suites configured: $tests_built"
+  if [ "$status_build" != "not run: configure failed" ]; then
+    built=""
+    for f in libmoe.so bench/moe-bench tests/moe_gpu_tests; do
+      [ -e "$build/$f" ] && built="$built $(basename "$f")"
+    done
+    echo "- built:${built:- none of libmoe.so, moe-bench, moe_gpu_tests}"
+  fi
+  echo
+} >>"$md"
+if [ "${status_configure:0:6}" = FAILED ] || [ ${#fallback[@]} -gt 0 ]; then
+  # The first error of every try, not only the last lines of the last one.
+  for f in "$work"/configure[0-9].txt; do
+    grep -q "CMake Error" "$f" || continue
+    try=${f##*/configure}
+    echo "try ${try%.txt}:"
+    grep -m1 -A10 "CMake Error" "$f"
+  done >"$work/configure_sum.txt"
+  echo "configure errors:" >>"$md"
+  fence "$work/configure_sum.txt"
 fi
-section "Build: $status_build (tests built: $tests_built)"
-tail -n 30 "$work/configure.txt" >"$work/configure_tail.txt"
-echo "configure (last lines):" >>"$md"
-fence "$work/configure_tail.txt"
-grep -E "warning|error" "$work/build.txt" | sort -u | head -40 >"$work/build_diag.txt"
-echo "build warnings/errors (unique, first 40):" >>"$md"
-fence "$work/build_diag.txt"
+if [ -s "$work/configure.txt" ]; then
+  tail -n 30 "$work/configure.txt" >"$work/configure_tail.txt"
+  echo "configure (last lines):" >>"$md"
+  fence "$work/configure_tail.txt"
+fi
+# Compiler and linker diagnostics, in order, once each (not ninja's progress lines, whose file
+# names can contain 'error').
+if [ -s "$work/build.txt" ]; then
+  grep -E "warning:|error:|^FAILED:|undefined reference|ninja: build stopped" "$work/build.txt" |
+    grep -v '^\[[0-9]*/[0-9]*\]' | awk '!seen[$0]++' | head -40 >"$work/build_diag.txt"
+  [ -s "$work/build_diag.txt" ] || echo "(none)" >"$work/build_diag.txt"
+  echo "build warnings/errors (first 40, in order):" >>"$md"
+  fence "$work/build_diag.txt"
+fi
+
 
 # ---- ctest -----------------------------------------------------------------------------------
 status_ctest="not run"
-if [ "$tests_built" = yes ] && [ -d "$build" ] && [ "$(cap 120)" -gt 10 ]; then
+if [ "$tests_built" = yes ] && [ "$core_built" = yes ] && [ "$(cap 120)" -gt 10 ]; then
   limit=$(cap 120)
   bounded "$limit" ctest --test-dir "$build" --output-on-failure -j 4 "${ctest_extra[@]}" >"$work/ctest.txt" 2>&1
   rc=$?
@@ -239,14 +314,14 @@ fi
 # ---- the benchmark sweep -----------------------------------------------------------------------
 bench="$build/bench/moe-bench"
 presets="${MOE_BENCH_PRESETS:-}"
-if [ -z "$presets" ] && [ -x "$bench" ]; then
+if [ -z "$presets" ] && [ "$core_built" = yes ]; then
   presets=$("$bench" --list --quiet)
 fi
 section "moe-bench ($sweep_size, bf16, T = $tokens)"
 bench_done=""
 bench_skipped=""
 jsons=()
-if [ -x "$bench" ]; then
+if [ "$core_built" = yes ] && [ -x "$bench" ]; then
   for p in $presets; do
     if [ "$(cap_sweep 150)" -le 15 ]; then
       bench_skipped="$bench_skipped $p"
@@ -282,8 +357,8 @@ if [ "$peers_time" -gt 0 ]; then
   limit=$(cap "$peers_time")
   if [ "$limit" -le 30 ]; then
     status_peers="not run: the time budget was spent"
-  elif [ ! -e "$build/libmoe.so" ] || [ ! -x "$bench" ]; then
-    status_peers="not run: $build/libmoe.so or moe-bench not built"
+  elif [ "$core_built" != yes ]; then
+    status_peers="not run: libmoe or moe-bench not built"
   else
     # --deadline: no new (preset, T) 20 s before the hard stop; rows are in the JSON as they end.
     # shellcheck disable=SC2086  # MOE_PEERS_ARGS is word-split on purpose
@@ -304,7 +379,7 @@ fi
 status_tune="not run (MOE_BENCH_TUNE empty)"
 if [ -n "${MOE_BENCH_TUNE:-}" ] && [ "$(cap 300)" -le 15 ]; then
   status_tune="not run: the time budget was spent"
-elif [ -n "${MOE_BENCH_TUNE:-}" ] && [ -x "$bench" ]; then
+elif [ -n "${MOE_BENCH_TUNE:-}" ] && [ "$core_built" = yes ]; then
   limit=$(cap 300)
   tune_args=()
   for p in $MOE_BENCH_TUNE; do tune_args+=(--preset "$p"); done
@@ -321,6 +396,7 @@ fi
 {
   echo "| step | result |"
   echo "|---|---|"
+  echo "| configure | $status_configure |"
   echo "| build | $status_build |"
   echo "| ctest | $status_ctest |"
   echo "| memcheck | $status_memcheck |"
