@@ -2,8 +2,11 @@
 # One command for a machine with an NVIDIA GPU: configure + build (Release, CUDA), every ctest
 # suite (GPU ones included), compute-sanitizer memcheck and racecheck on the GPU test binary,
 # and the moe-bench sweep of every preset at full size. Everything goes into one results file,
-#   bench/results/<date>-<gpu>-<commit>.md   (+ <same>.json, the bench results of every preset)
-# also copied to $OUT when that is set. A short summary table is printed last.
+#   bench/results/<date>-<gpu>-<commit>.md   (+ <same>.json: each step's result and the bench
+#                                             results of every preset; -peers.json, -tuning.txt)
+# copied to $OUT when that is set, after every step (a run killed at the device call's limit
+# still brings back what it did), with <same>-logs.tar.gz, every log of the run, at the end.
+# A short summary table is printed last.
 #
 #   bash bench/gpu_check.sh
 #   bash bench/device_deps.sh    # first, on the dev machine: .deb files the GPU image may lack
@@ -22,6 +25,8 @@
 #                      is left, later steps are skipped (and say so) when it is spent [470]
 #   MOE_CUDA_ARCHS     CMAKE_CUDA_ARCHITECTURES             [the project's default]
 #   MOE_SANITIZER_FILTER  --gtest_filter for the sanitizer runs            [*]
+#   MOE_SWEEP_TIME_S   seconds the sanitizers leave for the sweep (each is capped at 90 s and
+#                      cut or skipped so that this much is left)                 [150]
 #   MOE_CMAKE_ARGS     extra configure arguments (word-split), e.g. -DMOE_WITH_MPI=OFF
 #   MOE_BENCH_BACKEND  moe-bench --backend                  [cuda]
 #   MOE_BENCH_ARGS     extra moe-bench arguments for the sweep and the tuner (word-split), e.g.
@@ -76,11 +81,16 @@ bounded() { timeout -k 10 "$@"; }
 # timeout answers 124 after its SIGTERM, 137 after the SIGKILL.
 timed_out() { [ "$1" -eq 124 ] || [ "$1" -eq 137 ]; }
 filter="${MOE_SANITIZER_FILTER:-*}"
+# Every step's result, "not reached" until the step runs: the files written after each step
+# (and copied to $OUT) then say how far a run that was killed got.
+for step in configure build ctest memcheck racecheck sweep peers tune; do
+  printf -v "status_$step" '%s' "not reached"
+done
 # The peer comparison runs last, in time kept back from the sweep, when torch is usable.
 peers_time=0
 status_peers="not run: MOE_BENCH_PEERS=0"
 if [ "${MOE_BENCH_PEERS:-1}" != 0 ]; then
-  if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
+  if bounded 120 python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
     peers_time="${MOE_PEERS_TIME_S:-150}"
   else
     status_peers="not run: python3 cannot import torch with CUDA"
@@ -88,6 +98,8 @@ if [ "${MOE_BENCH_PEERS:-1}" != 0 ]; then
 fi
 # A sweep step leaves the peers their time.
 cap_sweep() { cap "$1" "$peers_time"; }
+# Seconds kept for the sweep: the sanitizers before it stop in time to leave it that much.
+sweep_time="${MOE_SWEEP_TIME_S:-150}"
 commit="${MOE_BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 export MOE_BENCH_COMMIT="$commit"
 
@@ -96,7 +108,8 @@ if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
   exit 1
 fi
 gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
-gpu_tag=$(echo "$gpu_name" | sed -e 's/NVIDIA //' -e 's/[^A-Za-z0-9]\+/-/g' -e 's/-$//')
+gpu_tag=$(echo "$gpu_name" | sed -e 's/NVIDIA //' -e 's/[^A-Za-z0-9]\+/-/g' -e 's/^-//' -e 's/-$//')
+gpu_tag="${gpu_tag:-gpu}"
 driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
 stamp=$(date -u +%Y%m%d-%H%M)
 results="${MOE_RESULTS_DIR:-bench/results}"
@@ -104,8 +117,54 @@ mkdir -p "$results"
 base="$results/${stamp}-${gpu_tag}-${commit}"
 md="$base.md"
 json="$base.json"
+peers_json="$base-peers.json"
+tuning="$base-tuning.txt"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+
+# moe-bench's JSON documents, merged into $json after every preset (write_json).
+jsons=()
+valid_json() {
+  ! command -v python3 >/dev/null || python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null
+}
+json_str() {
+  local v
+  v=$(printf '%s' "$1" | tr -d '\000-\037')
+  v=${v//\\/\\\\}
+  printf '"%s"' "${v//\"/\\\"}"
+}
+write_json() {
+  local first=1 j step
+  {
+    echo "{\"gpu\": $(json_str "$gpu_name"), \"driver\": $(json_str "$driver"), \"commit\": $(json_str "$commit"),"
+    printf ' "steps": {'
+    for step in configure build ctest memcheck racecheck sweep peers tune; do
+      [ $first -eq 1 ] || printf ', '
+      first=0
+      local var="status_$step"
+      printf '"%s": %s' "$step" "$(json_str "${!var}")"
+    done
+    echo '},'
+    echo ' "runs": ['
+    first=1
+    for j in "${jsons[@]}"; do
+      [ $first -eq 1 ] || echo ","
+      cat "$j"
+      first=0
+    done
+    echo ']}'
+  } >"$json"
+}
+# The results so far to $OUT (the device tool's folder), after every step: a run killed at the
+# call's limit still brings back what it did.
+publish() {
+  [ -n "${OUT:-}" ] && [ -d "$OUT" ] || return 0
+  local f
+  for f in "$md" "$json" "$peers_json" "$tuning"; do
+    [ -s "$f" ] && cp "$f" "$OUT"/
+  done
+  return 0
+}
 
 # Packages the GPU image may lack, carried as .deb files in .deps/ (bench/device_deps.sh):
 # unpacked into a private prefix that CMake, pkg-config and the loader are pointed at.
@@ -149,14 +208,16 @@ fence() { printf '```\n' >>"$md"; cat "$1" >>"$md"; printf '```\n' >>"$md"; }
   echo
   echo "- date (UTC): $(date -u '+%Y-%m-%d %H:%M:%S')"
   echo "- GPU: $gpu_name, driver $driver"
-  echo "- nvcc: $(nvcc --version 2>/dev/null | tail -1 || echo 'not found')"
+  echo "- nvcc: $(nvcc --version 2>/dev/null | grep -o 'release .*' || echo 'not found')"
   echo "- host: $(uname -srm), $(nproc) cores"
   echo "- carried packages (.deps): $carried_deps"
-  echo "- sweep: T = $tokens, ${MOE_BENCH_PRESETS:-every preset}, $sweep_size, bf16, moe-bench ${bench_args[*]}"
+  echo "- sweep: T = $tokens, presets: ${MOE_BENCH_PRESETS:-all}, bf16, moe-bench ${bench_args[*]}"
 } >"$md"
 section "nvidia-smi"
 nvidia-smi >"$work/smi.txt" 2>&1
 fence "$work/smi.txt"
+write_json
+publish
 
 # ---- configure + build ---------------------------------------------------------------------
 # Tests and cJSON ON explicitly: a fallback below is cached, and must not outlive this call.
@@ -260,99 +321,148 @@ if [ -s "$work/build.txt" ]; then
   fence "$work/build_diag.txt"
 fi
 
+publish
 
 # ---- ctest -----------------------------------------------------------------------------------
-status_ctest="not run"
-if [ "$tests_built" = yes ] && [ "$core_built" = yes ] && [ "$(cap 120)" -gt 10 ]; then
+# A test line without its gtest GetParam() dump and ctest's dot padding (lines of 300+ chars).
+compact() {
+  sed -E -e 's/  # GetParam\(\) = .*(\*\*\*[A-Za-z]|Passed)/ \1/' \
+    -e 's/  # GetParam\(\) = .*(\([A-Za-z ]+\))$/ \1/' -e 's/ \.{4,}/ /' -e 's/ {3,}/  /g'
+}
+if [ "$tests_built" != yes ]; then status_ctest="not run: no test suites configured"
+elif [ "$core_built" != yes ]; then status_ctest="not run: the library did not build"
+elif [ "$(cap 120)" -le 10 ]; then status_ctest="not run: the time budget was spent"
+else
   limit=$(cap 120)
-  bounded "$limit" ctest --test-dir "$build" --output-on-failure -j 4 "${ctest_extra[@]}" >"$work/ctest.txt" 2>&1
+  # -E gpu_check_rehearsal: that test runs this script; never from inside it.
+  bounded "$limit" ctest --test-dir "$build" --output-on-failure -j 4 -E gpu_check_rehearsal \
+    "${ctest_extra[@]}" >"$work/ctest.txt" 2>&1
   rc=$?
+  # Counted from the per-test lines, so that a run cut by the timeout still says how far it got;
+  # the skips are counted because a GPU suite that cannot see the GPU skips, it does not fail.
+  test_lines=$(grep -E '^ *[0-9]+/[0-9]+ Test +#[0-9]+: ' "$work/ctest.txt")
+  n_pass=$(grep -cE ' Passed +[0-9.]+ sec$' <<<"$test_lines")
+  n_skip=$(grep -c '\*\*\*Skipped' <<<"$test_lines")
+  n_fail=$(grep -v -e ' Passed ' -e '\*\*\*Skipped' <<<"$test_lines" | grep -c .)
+  n_all=$(head -1 <<<"$test_lines" | sed -E 's|^ *[0-9]+/([0-9]+) .*|\1|')
   status_ctest=$(grep -E "tests passed|tests failed" "$work/ctest.txt" | tail -1)
-  timed_out $rc && status_ctest="TIMEOUT after $limit s; $status_ctest"
-  [ -z "$status_ctest" ] && status_ctest="rc $rc"
+  if timed_out $rc; then
+    status_ctest="TIMEOUT after $limit s: $n_pass passed, $n_fail failed, $n_skip skipped of ${n_all:-?} when cut"
+  elif [ -n "$status_ctest" ]; then
+    status_ctest="$status_ctest ($n_skip skipped)"
+  else
+    status_ctest="rc $rc, no summary line"
+  fi
   section "ctest: $status_ctest"
-  { grep -E "tests passed|tests failed|\*\*\*Failed|\*\*\*Skipped|Not Run|Timeout|SKIPPED" "$work/ctest.txt" | head -60
-    echo "..."; tail -n 25 "$work/ctest.txt"; } >"$work/ctest_sum.txt"
+  {
+    grep -E "tests passed|tests failed|Total Test time" "$work/ctest.txt"
+    if [ "$n_fail" -gt 0 ]; then
+      echo; echo "failed:"
+      grep -v -e ' Passed ' -e '\*\*\*Skipped' <<<"$test_lines" | compact | head -40
+      gtest_out=$(grep -E -A8 ': Failure$' "$work/ctest.txt" | head -80)
+      [ -n "$gtest_out" ] && printf '\nfirst gtest failures:\n%s\n' "$gtest_out"
+    fi
+    if [ "$n_skip" -gt 0 ]; then
+      echo; echo "skipped ($n_skip, first 20):"
+      grep '\*\*\*Skipped' <<<"$test_lines" | compact | head -20
+    fi
+    if timed_out $rc; then
+      echo; echo "last lines before the cut:"
+      tail -n 8 "$work/ctest.txt" | compact
+    fi
+  } >"$work/ctest_sum.txt"
   fence "$work/ctest_sum.txt"
 fi
 
+publish
+
 # ---- compute-sanitizer -------------------------------------------------------------------------
-status_memcheck="not run"
-status_racecheck="not run"
+# The sanitizers leave the sweep its time (sweep_time, like the peers' peers_time): a full
+# suite under memcheck can take longer than any cap, and the figures matter at least as much.
+cap_sanitizer() { cap "$1" $((peers_time + sweep_time)); }
 gpu_tests="$build/tests/moe_gpu_tests"
-if [ -x "$gpu_tests" ] && command -v compute-sanitizer >/dev/null; then
+if [ "$core_built" = yes ] && [ -x "$gpu_tests" ] && command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
-    limit=$(cap 90)
+    limit=$(cap_sanitizer 90)
     if [ "$limit" -le 10 ]; then
-      s="not run: the time budget was spent"
-      [ $tool = memcheck ] && status_memcheck="$s" || status_racecheck="$s"
-      continue
+      s="not run: the time budget was spent (${sweep_time} s kept for the sweep)"
+    else
+      bounded "$limit" compute-sanitizer --tool "$tool" --error-exitcode 99 "$gpu_tests" \
+        --gtest_filter="$filter" --gtest_brief=1 >"$work/$tool.txt" 2>&1
+      rc=$?
+      summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$work/$tool.txt" | tail -1)
+      if [ $rc -eq 0 ]; then s="clean: ${summary:-no summary line}"
+      elif [ $rc -eq 99 ]; then s="ERRORS: $summary"
+      elif timed_out $rc; then s="TIMEOUT after $limit s: ${summary:-no summary} (narrow MOE_SANITIZER_FILTER)"
+      else s="rc $rc: ${summary:-no summary line}"
+      fi
+      section "compute-sanitizer --tool $tool: $s"
+      { grep -E "^=========" "$work/$tool.txt" | head -40; echo "..."; tail -n 15 "$work/$tool.txt"; } >"$work/${tool}_sum.txt"
+      fence "$work/${tool}_sum.txt"
     fi
-    bounded "$limit" compute-sanitizer --tool "$tool" --error-exitcode 99 "$gpu_tests" \
-      --gtest_filter="$filter" --gtest_brief=1 >"$work/$tool.txt" 2>&1
-    rc=$?
-    summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$work/$tool.txt" | tail -1)
-    case $rc in
-      0) s="clean: ${summary:-no summary line}" ;;
-      99) s="ERRORS: $summary" ;;
-      124 | 137) s="TIMEOUT after $limit s: ${summary:-no summary}" ;;
-      *) s="rc $rc: ${summary:-no summary line}" ;;
-    esac
     [ $tool = memcheck ] && status_memcheck="$s" || status_racecheck="$s"
-    section "compute-sanitizer --tool $tool: $s"
-    { grep -E "=========" "$work/$tool.txt" | head -40; echo "..."; tail -n 15 "$work/$tool.txt"; } >"$work/${tool}_sum.txt"
-    fence "$work/${tool}_sum.txt"
   done
-elif [ ! -x "$gpu_tests" ]; then
-  status_memcheck="not run: $gpu_tests not built"
-  status_racecheck="$status_memcheck"
 else
-  status_memcheck="not run: compute-sanitizer not found"
+  if [ "$core_built" != yes ] || [ ! -x "$gpu_tests" ]; then status_memcheck="not run: $gpu_tests not built"
+  else status_memcheck="not run: compute-sanitizer not found"
+  fi
   status_racecheck="$status_memcheck"
+  section "compute-sanitizer: $status_memcheck"
 fi
+publish
 
 # ---- the benchmark sweep -----------------------------------------------------------------------
 bench="$build/bench/moe-bench"
 presets="${MOE_BENCH_PRESETS:-}"
 if [ -z "$presets" ] && [ "$core_built" = yes ]; then
-  presets=$("$bench" --list --quiet)
+  presets=$(bounded 60 "$bench" --list --quiet)
 fi
 section "moe-bench ($sweep_size, bf16, T = $tokens)"
-bench_done=""
+bench_ok=""
+bench_failed=""
 bench_skipped=""
-jsons=()
-if [ "$core_built" = yes ] && [ -x "$bench" ]; then
+csvs=()
+if [ "$core_built" != yes ] || [ ! -x "$bench" ]; then
+  status_sweep="not run: moe-bench not built"
+elif [ -z "$presets" ]; then
+  status_sweep="not run: no presets (moe-bench --list --quiet printed none)"
+else
   for p in $presets; do
-    if [ "$(cap_sweep 150)" -le 15 ]; then
+    limit=$(cap_sweep 150)
+    if [ "$limit" -le 15 ]; then
       bench_skipped="$bench_skipped $p"
       continue
     fi
-    bounded "$(cap_sweep 150)" "$bench" --backend "${MOE_BENCH_BACKEND:-cuda}" --preset "$p" --tokens "$tokens" \
+    t0=$(elapsed)
+    bounded "$limit" "$bench" --backend "${MOE_BENCH_BACKEND:-cuda}" --preset "$p" --tokens "$tokens" \
       "${bench_args[@]}" --json "$work/$p.json" --csv "$work/$p.csv" >"$work/$p.txt" 2>&1
     rc=$?
-    echo "### $p (rc $rc)" >>"$md"
+    if [ $rc -eq 0 ]; then s="ok"
+    elif timed_out $rc; then s="TIMEOUT after $limit s"
+    else s="rc $rc"
+    fi
+    echo "### $p: $s ($(($(elapsed) - t0)) s)" >>"$md"
     fence "$work/$p.txt"
-    [ -s "$work/$p.json" ] && jsons+=("$work/$p.json")
-    bench_done="$bench_done $p"
+    [ $rc -eq 0 ] && bench_ok="$bench_ok $p" || bench_failed="$bench_failed $p ($s)"
+    [ -s "$work/$p.csv" ] && csvs+=("$work/$p.csv")
+    # moe-bench rewrites its JSON after every row: one cut mid-write is left out, not merged.
+    if [ -s "$work/$p.json" ]; then
+      if valid_json "$work/$p.json"; then jsons+=("$work/$p.json")
+      else echo "(its JSON is not valid, cut mid-write?: left out of $(basename "$json"))" >>"$md"
+      fi
+    fi
+    write_json
+    publish
   done
-  [ -n "$bench_skipped" ] && echo "Not run (the ${deadline} s budget was spent):$bench_skipped" >>"$md"
-else
-  echo "moe-bench was not built." >>"$md"
+  [ -n "$bench_skipped" ] && echo "skipped, the time budget (${deadline} s) was spent:$bench_skipped" >>"$md"
+  n_ok=$(wc -w <<<"$bench_ok")
+  status_sweep="$n_ok of $(wc -w <<<"$presets") presets ok"
 fi
-# One JSON document: the per-preset documents of moe-bench --json in an array.
-{
-  echo "{\"gpu\": \"$gpu_name\", \"driver\": \"$driver\", \"commit\": \"$commit\", \"runs\": ["
-  first=1
-  for j in "${jsons[@]}"; do
-    [ $first -eq 1 ] || echo ","
-    cat "$j"
-    first=0
-  done
-  echo "]}"
-} >"$json"
+[ -n "$bench_failed" ] && status_sweep="$status_sweep; failed:$bench_failed"
+[ -n "$bench_skipped" ] && status_sweep="$status_sweep; skipped (time):$bench_skipped"
+[ "${status_sweep:0:7}" = "not run" ] && echo "$status_sweep" >>"$md"
 
 # ---- peers: bench/compare_torch.py ------------------------------------------------------------
-peers_json="$base-peers.json"
 if [ "$peers_time" -gt 0 ]; then
   limit=$(cap "$peers_time")
   if [ "$limit" -le 30 ]; then
@@ -373,23 +483,31 @@ if [ "$peers_time" -gt 0 ]; then
   fi
   section "Peers, bench/compare_torch.py: $status_peers"
   [ -s "$work/peers.txt" ] && fence "$work/peers.txt"
+  publish
 fi
 
 # ---- the tuner: moe-bench --tune (opt-in) -------------------------------------------------------
-status_tune="not run (MOE_BENCH_TUNE empty)"
-if [ -n "${MOE_BENCH_TUNE:-}" ] && [ "$(cap 300)" -le 15 ]; then
+if [ -z "${MOE_BENCH_TUNE:-}" ]; then
+  status_tune="not run (MOE_BENCH_TUNE empty)"
+elif [ "$core_built" != yes ] || [ ! -x "$bench" ]; then
+  status_tune="not run: moe-bench not built"
+elif [ "$(cap 300)" -le 15 ]; then
   status_tune="not run: the time budget was spent"
-elif [ -n "${MOE_BENCH_TUNE:-}" ] && [ "$core_built" = yes ]; then
+else
   limit=$(cap 300)
   tune_args=()
   for p in $MOE_BENCH_TUNE; do tune_args+=(--preset "$p"); done
   bounded "$limit" "$bench" --backend cuda "${tune_args[@]}" --tokens "$tokens" --no-stages \
-    --max-time 0.3 "${bench_extra[@]}" --tune "$base-tuning.txt" --json "$work/tune.json" >"$work/tune.txt" 2>&1
+    --max-time 0.3 "${bench_extra[@]}" --tune "$tuning" --json "$work/tune.json" >"$work/tune.txt" 2>&1
   rc=$?
-  status_tune="rc $rc, table $(basename "$base")-tuning.txt"
+  if [ $rc -eq 0 ]; then status_tune="ok"
+  elif timed_out $rc; then status_tune="TIMEOUT after $limit s"
+  else status_tune="rc $rc"
+  fi
+  [ -s "$tuning" ] && status_tune="$status_tune, table $(basename "$tuning")" || status_tune="$status_tune, no table written"
   section "moe-bench --tune: $status_tune"
   fence "$work/tune.txt"
-  [ -s "$base-tuning.txt" ] && fence "$base-tuning.txt"
+  [ -s "$tuning" ] && fence "$tuning"
 fi
 
 # ---- summary -------------------------------------------------------------------------------------
@@ -401,36 +519,50 @@ fi
   echo "| ctest | $status_ctest |"
   echo "| memcheck | $status_memcheck |"
   echo "| racecheck | $status_racecheck |"
+  echo "| sweep (moe-bench) | $status_sweep |"
   echo "| peers (compare_torch.py) | $status_peers |"
   echo "| tuner (moe-bench --tune) | $status_tune |"
-  echo "| bench presets run |${bench_done:- none} |"
-  [ -n "$bench_skipped" ] && echo "| bench presets skipped (time) |$bench_skipped |"
   echo
-  echo "median us per forward (%roofline floor) by T:"
+  echo "median us per forward (%roofline floor) by T, and the --check results:"
   echo
-  cat "$work"/*.csv 2>/dev/null | awk -F, '
+  # Columns of moe-bench --csv (bench/report.c): 3 preset, 8 T, 17 median_us,
+  # 32 roofline_fraction (empty where no ceiling was measured), 33 check.
+  [ ${#csvs[@]} -gt 0 ] && cat "${csvs[@]}" | awk -F, '
     $1 == "commit" { next }
-    { key = $3; if (!(key in seen)) { seen[key] = 1; order[n++] = key }
-      ts[$8] = 1; cell[key, $8] = sprintf("%.0f (%s)", $17, $32 == "" ? "-" : sprintf("%.0f%%", 100 * $32)) }
+    { if (!($3 in seen)) { seen[$3] = 1; order[n++] = $3 }
+      t = $8 + 0; if (!(t in ts)) { ts[t] = 1; tl[m++] = t }
+      med = $17 == "" ? "-" : sprintf("%.0f", $17)
+      cell[$3, t] = med " (" ($32 == "" ? "-" : sprintf("%.0f%%", 100 * $32)) ")"
+      if ($33 != "") checks[$33]++ }
     END {
-      m = 0; for (t in ts) tl[m++] = t + 0
+      if (n == 0) { print "no rows: no preset finished a T"; exit }
       for (i = 0; i < m; i++) for (j = i + 1; j < m; j++) if (tl[j] < tl[i]) { x = tl[i]; tl[i] = tl[j]; tl[j] = x }
       printf "| preset |"; for (i = 0; i < m; i++) printf " T=%d |", tl[i]; printf "\n|---|"
       for (i = 0; i < m; i++) printf "---|"; printf "\n"
-      for (k = 0; k < n; k++) { printf "| %s |", order[k]; for (i = 0; i < m; i++) printf " %s |", cell[order[k], tl[i]]; printf "\n" }
+      for (k = 0; k < n; k++) {
+        printf "| %s |", order[k]
+        for (i = 0; i < m; i++) printf " %s |", ((order[k], tl[i]) in cell) ? cell[order[k], tl[i]] : "-"
+        printf "\n"
+      }
+      printf "\n--check:"; c = 0
+      for (r in checks) { printf " %s %d", r, checks[r]; c++ }
+      print c ? "" : " none"
     }'
+  [ ${#csvs[@]} -gt 0 ] || echo "no rows: moe-bench wrote no CSV"
   echo
   echo "total time: $(elapsed) s"
 } >"$work/summary.md"
 section "Summary"
 cat "$work/summary.md" >>"$md"
-
-if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
-  cp "$md" "$json" "$OUT"/ 2>/dev/null || true
-  [ -s "$peers_json" ] && cp "$peers_json" "$OUT"/
+write_json
+publish
+# Every log of this run, for a failure the results file only summarises (only to $OUT: the
+# device machine keeps nothing, and the logs do not belong in bench/results).
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
+  tar -czf "$OUT/$(basename "$base")-logs.tar.gz" -C "$work" . 2>/dev/null || true
 fi
 echo
 echo "results: $md"
-echo "         $json"
-[ -s "$peers_json" ] && echo "         $peers_json"
+for f in "$json" "$peers_json" "$tuning"; do [ -s "$f" ] && echo "         $f"; done
+[ -n "${OUT:-}" ] && [ -d "$OUT" ] && echo "copied to \$OUT ($OUT), with the logs"
 cat "$work/summary.md"
