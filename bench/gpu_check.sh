@@ -43,6 +43,8 @@
 #   MOE_BENCH_TUNE     presets to run moe-bench --tune on (the kernel-choice table, written
 #                      to <results>-tuning.txt), space-separated; empty = skip [empty: a
 #                      second device call, MOE_BENCH_TUNE="mixtral-8x7b deepseek-v3", does it]
+#   MOE_GPU_CHECK_SKIP_BUILD  1 = no configure or build: the binaries in BUILD_DIR as they are
+#                      (bench/tools/gpu_check_rehearsal.sh; a repeat call on a warm machine) [0]
 #   BUILD_DIR          build directory                      [build]
 #   JOBS               build parallelism                    [16]
 set -uo pipefail
@@ -172,7 +174,8 @@ publish() {
 # (pkg-config results above all), and a second call on a warm machine reuses the build directory.
 carried_deps="none"
 deps_args=()
-if compgen -G ".deps/*.deb" >/dev/null; then
+skip_build="${MOE_GPU_CHECK_SKIP_BUILD:-0}"
+if [ "$skip_build" = 0 ] && compgen -G ".deps/*.deb" >/dev/null; then
   mkdir -p "$build"
   deps="$(cd "$build" && pwd)/carried-deps"
   rm -rf "$deps"
@@ -234,7 +237,9 @@ cmake_args+=("${deps_args[@]}")
 status_configure="FAILED"
 fallback=()
 : >"$work/configure.txt"
+[ "$skip_build" != 0 ] && status_configure="skipped (MOE_GPU_CHECK_SKIP_BUILD)"
 for try in 1 2 3; do
+  [ "$skip_build" != 0 ] && break
   bounded "$(cap 120)" cmake "${cmake_args[@]}" "${fallback[@]}" >"$work/configure$try.txt" 2>&1
   rc=$?
   cat "$work/configure$try.txt" >>"$work/configure.txt"
@@ -257,7 +262,10 @@ tests_built="no"
 grep -q '^MOE_BUILD_TESTS:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null && tests_built="yes"
 status_build="not run: configure failed"
 core_built="no"
-if [ "${status_configure:0:2}" = ok ]; then
+if [ "$skip_build" != 0 ]; then
+  status_build="skipped: the binaries in $build as they are"
+  [ -e "$build/libmoe.so" ] && core_built="yes"
+elif [ "${status_configure:0:2}" = ok ]; then
   # First the library and moe-bench alone: what the sweep and the peers need, current even when
   # a test file fails or the time runs out later (after a failed build an old moe-bench from an
   # earlier call could otherwise be timed under this commit's name).
