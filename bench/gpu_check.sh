@@ -12,6 +12,8 @@
 #   bash bench/device_deps.sh    # first, on the dev machine: .deb files the GPU image may lack
 #   device tool: run(command="MOE_BENCH_COMMIT=<hash> bash bench/gpu_check.sh", carry=[".deps"])
 #   MOE_BENCH_COMMIT=$(git rev-parse --short HEAD) bash bench/gpu_check.sh   # tree without .git
+#   rehearsal without a GPU (fake nvidia-smi, the emulated device): bench/NOTES.md, and the
+#   ctest moe_bench.gpu_check_rehearsal (bench/tools/gpu_check_rehearsal.sh)
 #
 # Environment (defaults aim at ~8 minutes on an H100 with a hard stop at 470 s; not yet run on
 # a GPU, so the split between build, tests and sweep is an estimate):
@@ -105,14 +107,15 @@ sweep_time="${MOE_SWEEP_TIME_S:-150}"
 commit="${MOE_BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 export MOE_BENCH_COMMIT="$commit"
 
-if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
+# nvidia-smi under a limit too: on a GPU in a bad state it can hang.
+if ! command -v nvidia-smi >/dev/null || ! bounded 60 nvidia-smi -L >/dev/null 2>&1; then
   echo "gpu_check: no NVIDIA GPU visible (nvidia-smi failed); nothing to do" >&2
   exit 1
 fi
-gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+gpu_name=$(bounded 60 nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 gpu_tag=$(echo "$gpu_name" | sed -e 's/NVIDIA //' -e 's/[^A-Za-z0-9]\+/-/g' -e 's/^-//' -e 's/-$//')
 gpu_tag="${gpu_tag:-gpu}"
-driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
+driver=$(bounded 60 nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
 stamp=$(date -u +%Y%m%d-%H%M)
 results="${MOE_RESULTS_DIR:-bench/results}"
 mkdir -p "$results"
@@ -192,7 +195,9 @@ if [ "$skip_build" = 0 ] && compgen -G ".deps/*.deb" >/dev/null; then
   # The .pc files carry absolute /usr paths: point them at the prefix. (Not with
   # PKG_CONFIG_SYSROOT_DIR: that would prefix every other .pc file too, and the InstallAndConsume
   # test, whose consumer reads the moe.pc it installed, failed so in the rehearsal.)
-  sed -i -E "s#^([A-Za-z_]+)=/usr#\1=$deps/usr#" "$multiarch"/pkgconfig/*.pc
+  for pc in "$multiarch"/pkgconfig/*.pc; do
+    [ -e "$pc" ] && sed -i -E "s#^([A-Za-z_]+)=/usr#\1=$deps/usr#" "$pc"
+  done
   export PKG_CONFIG_PATH="$multiarch/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
   export LD_LIBRARY_PATH="$multiarch${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   carried_deps=$(cd .deps && ls ./*.deb | sed 's|^\./||' | tr '\n' ' ')
@@ -211,13 +216,15 @@ fence() { printf '```\n' >>"$md"; cat "$1" >>"$md"; printf '```\n' >>"$md"; }
   echo
   echo "- date (UTC): $(date -u '+%Y-%m-%d %H:%M:%S')"
   echo "- GPU: $gpu_name, driver $driver"
-  echo "- nvcc: $(nvcc --version 2>/dev/null | grep -o 'release .*' || echo 'not found')"
+  # (CMake also finds the nvcc of /usr/local/cuda/bin when PATH has none.)
+  nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+  echo "- nvcc: $("$nvcc" --version 2>/dev/null | grep -o 'release .*' || echo 'not found')"
   echo "- host: $(uname -srm), $(nproc) cores"
   echo "- carried packages (.deps): $carried_deps"
   echo "- sweep: T = $tokens, presets: ${MOE_BENCH_PRESETS:-all}, bf16, moe-bench ${bench_args[*]}"
 } >"$md"
 section "nvidia-smi"
-nvidia-smi >"$work/smi.txt" 2>&1
+bounded 60 nvidia-smi >"$work/smi.txt" 2>&1
 fence "$work/smi.txt"
 write_json
 publish
@@ -395,17 +402,21 @@ if [ "$core_built" = yes ] && [ -x "$gpu_tests" ] && command -v compute-sanitize
     if [ "$limit" -le 10 ]; then
       s="not run: the time budget was spent (${sweep_time} s kept for the sweep)"
     else
+      # Not --gtest_brief: when the time runs out, the [ OK ] lines say how far it got.
       bounded "$limit" compute-sanitizer --tool "$tool" --error-exitcode 99 "$gpu_tests" \
-        --gtest_filter="$filter" --gtest_brief=1 >"$work/$tool.txt" 2>&1
+        --gtest_filter="$filter" >"$work/$tool.txt" 2>&1
       rc=$?
       summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$work/$tool.txt" | tail -1)
+      n_ok=$(grep -c '^\[       OK \]' "$work/$tool.txt")
       if [ $rc -eq 0 ]; then s="clean: ${summary:-no summary line}"
       elif [ $rc -eq 99 ]; then s="ERRORS: $summary"
-      elif timed_out $rc; then s="TIMEOUT after $limit s: ${summary:-no summary} (narrow MOE_SANITIZER_FILTER)"
+      elif timed_out $rc; then
+        s="TIMEOUT after $limit s, $n_ok tests done: ${summary:-no summary} (narrow MOE_SANITIZER_FILTER)"
       else s="rc $rc: ${summary:-no summary line}"
       fi
       section "compute-sanitizer --tool $tool: $s"
-      { grep -E "^=========" "$work/$tool.txt" | head -40; echo "..."; tail -n 15 "$work/$tool.txt"; } >"$work/${tool}_sum.txt"
+      { grep -E "^=========|^\[  FAILED  \]" "$work/$tool.txt" | head -40; echo "..."
+        tail -n 15 "$work/$tool.txt"; } >"$work/${tool}_sum.txt"
       fence "$work/${tool}_sum.txt"
     fi
     [ $tool = memcheck ] && status_memcheck="$s" || status_racecheck="$s"

@@ -5,21 +5,16 @@
 # filled and that the JSON parses. gpu_check.sh itself runs only on a lent GPU, rarely and with
 # scarce device time: this keeps its parsing and bookkeeping from breaking in between.
 #   bash bench/tools/gpu_check_rehearsal.sh BUILD_DIR     # an emulation build (tests/run.sh)
+#   bash bench/tools/gpu_check_rehearsal.sh --fakes DIR   # only write the two fakes into DIR,
+#                                                         # for a rehearsal by hand (NOTES.md)
 # It needs moe, moe-bench and moe_gpu_tests built there; it builds and configures nothing
 # (MOE_GPU_CHECK_SKIP_BUILD): gpu_check.sh works in a scratch directory whose CTestTestfile
 # holds three stand-in tests (one passes, one skips, one fails) and which links to the binaries.
 set -euo pipefail
-[ $# -eq 1 ] || { echo "usage: $0 BUILD_DIR" >&2; exit 2; }
-build=$(cd "$1" && pwd)
-src=$(cd "$(dirname "$0")/../.." && pwd)
-for f in libmoe.so bench/moe-bench tests/moe_gpu_tests; do
-  [ -e "$build/$f" ] || { echo "gpu_check_rehearsal: $build/$f not built" >&2; exit 1; }
-done
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/bin" "$tmp/out" "$tmp/b/bench" "$tmp/b/tests"
 
-cat >"$tmp/bin/nvidia-smi" <<'EOF'
+write_fakes() { # write_fakes DIR: nvidia-smi and compute-sanitizer stand-ins
+  mkdir -p "$1"
+  cat >"$1/nvidia-smi" <<'EOF'
 #!/bin/sh
 # What gpu_check.sh asks of nvidia-smi, answered as an H100 would.
 case "${1:-}" in
@@ -30,7 +25,7 @@ case "${1:-}" in
   *) echo "fake nvidia-smi: unexpected arguments: $*" >&2; exit 2 ;;
 esac
 EOF
-cat >"$tmp/bin/compute-sanitizer" <<'EOF'
+  cat >"$1/compute-sanitizer" <<'EOF'
 #!/bin/sh
 # Runs the program and prints the summary line the real tool prints.
 tool=memcheck
@@ -50,7 +45,22 @@ else
 fi
 exit $rc
 EOF
-chmod +x "$tmp/bin/nvidia-smi" "$tmp/bin/compute-sanitizer"
+  chmod +x "$1/nvidia-smi" "$1/compute-sanitizer"
+}
+if [ "${1:-}" = --fakes ] && [ $# -eq 2 ]; then
+  write_fakes "$2"
+  exit 0
+fi
+[ $# -eq 1 ] || { echo "usage: $0 BUILD_DIR | --fakes DIR" >&2; exit 2; }
+build=$(cd "$1" && pwd)
+src=$(cd "$(dirname "$0")/../.." && pwd)
+for f in libmoe.so bench/moe-bench tests/moe_gpu_tests; do
+  [ -e "$build/$f" ] || { echo "gpu_check_rehearsal: $build/$f not built" >&2; exit 1; }
+done
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/out" "$tmp/b/bench" "$tmp/b/tests"
+write_fakes "$tmp/bin"
 
 # The scratch build directory: the real binaries, a cache that says tests and bench are on,
 # and three stand-in tests whose results the ctest summary must report.
