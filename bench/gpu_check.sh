@@ -50,7 +50,7 @@
 #   BUILD_DIR          build directory                      [build]
 #   JOBS               build parallelism                    [16]
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 start=$(date +%s)
 elapsed() { echo $(($(date +%s) - start)); }
 
@@ -200,7 +200,7 @@ if [ "$skip_build" = 0 ] && compgen -G ".deps/*.deb" >/dev/null; then
   done
   export PKG_CONFIG_PATH="$multiarch/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
   export LD_LIBRARY_PATH="$multiarch${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  carried_deps=$(cd .deps && ls ./*.deb | sed 's|^\./||' | tr '\n' ' ')
+  carried_deps=$(cd .deps && printf '%s ' ./*.deb | sed 's|\./||g')
   # No pkg-config on the image: CMake cannot find cJSON without one, so use the carried pkgconf.
   if ! command -v pkg-config >/dev/null && [ -x "$deps/usr/bin/pkgconf" ]; then
     deps_args+=("-DPKG_CONFIG_EXECUTABLE=$deps/usr/bin/pkgconf")
@@ -209,7 +209,7 @@ if [ "$skip_build" = 0 ] && compgen -G ".deps/*.deb" >/dev/null; then
 fi
 
 section() { printf '\n## %s\n\n' "$1" >>"$md"; }
-fence() { printf '```\n' >>"$md"; cat "$1" >>"$md"; printf '```\n' >>"$md"; }
+fence() { { printf '```\n'; cat "$1"; printf '```\n'; } >>"$md"; }
 
 {
   echo "# libmoe GPU check: $gpu_name, commit $commit"

@@ -109,10 +109,12 @@ expect "summary: figures" '^\| mixtral-8x7b \| [0-9]+ \(-\) \| [0-9]+ \(-\) \|$'
 expect "summary: checks" '^--check: PASS 2$'
 expect "summary: peers" '^\| peers \(compare_torch\.py\) \| not run: MOE_BENCH_PEERS=0 \|$'
 for f in "${md%.md}.json" "${md%.md}-tuning.txt"; do
-  [ -s "$f" ] && echo "ok: $(basename "$f")" || { echo "MISSING: $f"; fails=$((fails + 1)); }
+  if [ -s "$f" ]; then echo "ok: $(basename "$f")"; else echo "MISSING: $f"; fails=$((fails + 1)); fi
 done
-n_out=$(find "$tmp/out" -type f | wc -l)
-[ "$n_out" -eq 4 ] && echo "ok: 4 files in \$OUT" || { echo "MISSING: 4 files in \$OUT (found $n_out)"; fails=$((fails + 1)); }
+n_out=$(find "$tmp/out" -type f | wc -l) # .md, .json, -tuning.txt, -logs.tar.gz
+if [ "$n_out" -eq 4 ]; then echo "ok: 4 files in \$OUT"
+else echo "MISSING: 4 files in \$OUT (found $n_out)"; fails=$((fails + 1))
+fi
 if command -v python3 >/dev/null; then
   if python3 - "${md%.md}.json" <<'EOF'
 import json, sys
