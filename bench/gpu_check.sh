@@ -231,7 +231,10 @@ publish
 
 # ---- configure + build ---------------------------------------------------------------------
 # Tests and cJSON ON explicitly: a fallback below is cached, and must not outlive this call.
-cmake_args=(-S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA=ON
+# Ninja where there is one (the image should have it), else Makefiles rather than nothing.
+generator=Ninja keep_going=(-k 0)
+command -v ninja >/dev/null || generator="Unix Makefiles" keep_going=(-k)
+cmake_args=(-S . -B "$build" -G "$generator" -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA=ON
             -DMOE_BUILD_TESTS=ON -DMOE_WITH_CJSON=ON)
 [ -n "${MOE_CUDA_ARCHS:-}" ] && cmake_args+=("-DCMAKE_CUDA_ARCHITECTURES=$MOE_CUDA_ARCHS")
 cmake_args+=("${deps_args[@]}")
@@ -284,10 +287,10 @@ elif [ "${status_configure:0:2}" = ok ]; then
   rc=$?
   if [ $rc -eq 0 ]; then
     core_built="yes"
-    # Then everything else (the test suites) in what is left of the build's time; -k 0: a
-    # failing test file does not stop the others.
+    # Then everything else (the test suites) in what is left of the build's time; keep going:
+    # a failing test file does not stop the others.
     limit=$(cap $((build_end - $(elapsed))))
-    bounded "$limit" cmake --build "$build" -j "$jobs" -- -k 0 >>"$work/build.txt" 2>&1
+    bounded "$limit" cmake --build "$build" -j "$jobs" -- "${keep_going[@]}" >>"$work/build.txt" 2>&1
     rc=$?
     if [ $rc -eq 0 ]; then status_build="ok ($(elapsed) s in all)"
     elif timed_out $rc; then status_build="TIMEOUT after $limit s: ${core[*]} built, the tests partly"
