@@ -345,7 +345,8 @@ publish
 # A test line without its gtest GetParam() dump and ctest's dot padding (lines of 300+ chars).
 compact() {
   sed -E -e 's/  # GetParam\(\) = .*(\*\*\*[A-Za-z]|Passed)/ \1/' \
-    -e 's/  # GetParam\(\) = .*(\([A-Za-z ]+\))$/ \1/' -e 's/ \.{4,}/ /' -e 's/ {3,}/  /g'
+    -e 's/  # GetParam\(\) = .*(\([A-Za-z ]+\))$/ \1/' -e 's/  # GetParam\(\) = .*$//' \
+    -e 's/ \.{4,}/ /' -e 's/ {3,}/  /g'
 }
 if [ "$tests_built" != yes ]; then status_ctest="not run: no test suites configured"
 elif [ "$core_built" != yes ]; then status_ctest="not run: the library did not build"
