@@ -203,6 +203,7 @@ moeStatus_t moe_cuda_combine(const moeLayer *L, const moeCombineArgs *a, moeStre
   p.dtype = (int32_t)L->cfg.dtype;
   p.unit_weights = L->cfg.routing == moeRoutingSigmoidTop1InputScale;
   p.expert_out = a->expert_out;
+  p.rows = a->T * (int64_t)L->K;
   p.pair_rows = a->pair_rows;
   p.weights = a->weights;
   p.shared_out = a->shared_out;
