@@ -12,7 +12,8 @@ namespace moe_kernels {
 enum : int { kActSwiGLU = 0, kActGELU = 1, kActReLU = 2, kActSquaredReLU = 3, kActSwiGLUClamped = 4 };
 
 // The m-tile this block computes: group g, rows [m0, m_end). False when the block is one of the
-// spare tiles of the worst-case grid (it then exits).
+// spare tiles of the worst-case grid (it then exits). group_offsets is the schedule kernel's
+// sanitized copy (moe_launch_grouped_gemm repoints it), so [m0, m_end) lies inside [0, M).
 __device__ __forceinline__ bool find_tile(const moeGemmParams &p, int BM, int &g, int64_t &m0,
                                           int64_t &m_end) {
   const int b = blockIdx.x;
@@ -23,7 +24,7 @@ __device__ __forceinline__ bool find_tile(const moeGemmParams &p, int BM, int &g
     return m0 < m_end;
   }
   const int G = p.num_groups;
-  const int32_t *tiles = p.tile_scratch;
+  const int32_t *tiles = static_cast<const int32_t *>(p.schedule_scratch);
   if (b >= tiles[G]) return false;
   int lo = 0, hi = G - 1;  // largest g with tiles[g] <= b
   while (lo < hi) {

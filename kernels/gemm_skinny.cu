@@ -59,7 +59,8 @@ gemm_skinny_kernel(const moeGemmParams p, const int32_t *__restrict__ list) {
     m0 = p.group_offsets[g];
     m_end = p.group_offsets[g + 1];
   }
-  const int R = static_cast<int>(m_end - m0);  // 1..kSkinnyRows, by construction of the list
+  // 1..kSkinnyRows, by construction of the list from the sanitized offsets (group_offsets)
+  const int R = static_cast<int>(m_end - m0);
   fill_rows(p, kSkinnyRows, m0, m_end, arow, ascale);
   __syncthreads();  // arow / ascale are read by every warp (the K loop's barrier is not enough
                     // on its own: it would not run for an empty K)

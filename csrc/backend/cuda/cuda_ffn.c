@@ -8,13 +8,13 @@
 #define ALIGN_UP(v) (((v) + (size_t)255) & ~(size_t)255)
 
 typedef struct {
-  size_t tiles, h, total;
+  size_t sched, h, total;
 } ExpertsPlan;
 
 static void experts_plan(const moeLayer *L, int64_t T, ExpertsPlan *p) {
   const size_t rows = (size_t)(T > 0 ? T : 0) * (size_t)L->K;
   size_t off = 0;
-  p->tiles = off; off += ALIGN_UP((size_t)MOE_GEMM_TILE_SCRATCH(L->E_local) * sizeof(int32_t));
+  p->sched = off; off += ALIGN_UP(MOE_GEMM_SCHEDULE_SCRATCH_BYTES(L->E_local));
   p->h = off; off += ALIGN_UP(rows * (size_t)L->I * moe_layer_elem_size(L));
   p->total = off;
 }
@@ -46,7 +46,7 @@ static moeGemmParams gemm_defaults(const moeLayer *L) {
   g.M = g.N = g.K = 0;
   g.num_groups = 0;
   g.group_offsets = NULL;
-  g.tile_scratch = NULL;
+  g.schedule_scratch = NULL;
   g.A = NULL;
   g.lda = 0;
   g.gather = NULL;
@@ -106,7 +106,7 @@ moeStatus_t moe_cuda_experts(const moeLayer *L, const moeExpertsArgs *a, moeScra
   g1.K = L->Hr;
   g1.num_groups = L->E_local;
   g1.group_offsets = a->expert_offsets;
-  g1.tile_scratch = (int32_t *)(base + ep.tiles);
+  g1.schedule_scratch = base + ep.sched;
   g1.A = a->x;
   g1.lda = L->Hr;
   g1.gather = a->sorted_pairs;
@@ -130,7 +130,7 @@ moeStatus_t moe_cuda_experts(const moeLayer *L, const moeExpertsArgs *a, moeScra
   g2.K = L->I;
   g2.num_groups = L->E_local;
   g2.group_offsets = a->expert_offsets;
-  g2.tile_scratch = (int32_t *)(base + ep.tiles);
+  g2.schedule_scratch = base + ep.sched;
   g2.A = h;
   g2.lda = L->I;
   g2.B = L->w_down;
