@@ -38,7 +38,9 @@ __device__ __forceinline__ bool find_tile(const moeGemmParams &p, int BM, int &g
   return m0 < m_end;
 }
 
-// Fills the block's row table: source row of A (-1 past the group's end) and the row scale.
+// Fills the block's row table: source row of A (-1 past the group's end, or for a gather entry
+// outside [0, gather_limit): caller data, read as an absent row, never past A or row_scale) and
+// the row scale.
 __device__ __forceinline__ void fill_rows(const moeGemmParams &p, int BM, int64_t m0,
                                           int64_t m_end, int64_t *arow, float *ascale) {
   for (int i = threadIdx.x; i < BM; i += blockDim.x) {
@@ -47,8 +49,10 @@ __device__ __forceinline__ void fill_rows(const moeGemmParams &p, int BM, int64_
     float sc = 1.f;
     if (r < m_end) {
       const int64_t pair = p.gather ? p.gather[r] : r;
-      src = p.gather ? pair / p.gather_div : r;
-      if (p.row_scale) sc = p.row_scale[pair];
+      if (!p.gather || static_cast<uint64_t>(pair) < static_cast<uint64_t>(p.gather_limit)) {
+        src = p.gather ? pair / p.gather_div : r;
+        if (p.row_scale) sc = p.row_scale[pair];
+      }
     }
     arow[i] = src;
     ascale[i] = sc;

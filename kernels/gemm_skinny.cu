@@ -102,7 +102,8 @@ gemm_skinny_kernel(const moeGemmParams p, const int32_t *__restrict__ list) {
     __syncthreads();  // the previous tile is consumed
     for (int i = threadIdx.x; i < R * kl_pad; i += kThreads) {
       const int r = i / kl_pad, k = i - r * kl_pad;
-      a_tile[r * kTileK + k] = k < kl ? to_f32(A[arow[r] * p.lda + k0 + k]) : 0.f;
+      const int64_t ar = arow[r];  // -1: a gather entry out of range (fill_rows), read as zeros
+      a_tile[r * kTileK + k] = k < kl && ar >= 0 ? to_f32(A[ar * p.lda + k0 + k]) : 0.f;
     }
     __syncthreads();
     for (int k = lane * W; k < kl; k += 32 * W) {

@@ -12,12 +12,13 @@
  * kernel takes a group is decided on the device from its row count. Deterministic: each output
  * is a fixed-order sum.
  *
- * Offsets are caller data (moeLayerExperts) that the host cannot check without a
- * synchronization, so the device makes every value of them safe: the schedule kernel, the only
- * reader of group_offsets, clamps each offset into [0, M] and to at least the one before it (a
- * running maximum) and the GEMM kernels read that copy only, so every group is a range of rows
- * inside [0, M). Valid offsets pass through unchanged; invalid ones give unspecified rows, never
- * an access outside a buffer.
+ * Offsets and gather entries are caller data (moeLayerExperts) that the host cannot check
+ * without a synchronization, so the device makes every value of them safe: the schedule kernel,
+ * the only reader of group_offsets, clamps each offset into [0, M] and to at least the one
+ * before it (a running maximum) and the GEMM kernels read that copy only, so every group is a
+ * range of rows inside [0, M); a gather entry outside [0, gather_limit) reads no row (zeros,
+ * scale 1). Valid inputs pass through unchanged; invalid ones give unspecified rows, never an
+ * access outside a buffer.
  *
  * Epilogue, in fp32: v = acc * row_scale + bias; gated (SwiGLU family): output column i uses
  * v_gate = column i and v_up = column Nout + i of B, with Nout = N / 2; then the activation; then
@@ -55,6 +56,9 @@ typedef struct {
   int64_t lda;
   const int64_t *gather;         /* row r reads A row gather[r] / gather_div; NULL = row r */
   int64_t gather_div;
+  int64_t gather_limit;          /* with gather: A holds gather_limit / gather_div rows and
+                                    row_scale gather_limit entries; entries outside
+                                    [0, gather_limit) read neither */
   const float *row_scale;        /* scale of row r: row_scale[gather ? gather[r] : r], or NULL */
   const void *B;
   int64_t b_group_stride;        /* elements between groups' B */

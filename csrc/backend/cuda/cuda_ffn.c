@@ -51,6 +51,7 @@ static moeGemmParams gemm_defaults(const moeLayer *L) {
   g.lda = 0;
   g.gather = NULL;
   g.gather_div = 1;
+  g.gather_limit = 0;
   g.row_scale = NULL;
   g.B = NULL;
   g.b_group_stride = 0;
@@ -99,7 +100,9 @@ moeStatus_t moe_cuda_experts(const moeLayer *L, const moeExpertsArgs *a, moeScra
   void *h = base + ep.h;
   const int64_t rows = T * L->K;
 
-  /* GEMM1: h[r] = act(s_r * x[sorted_pairs[r] / K] W_gate_up^T + b), rows grouped by expert. */
+  /* GEMM1: h[r] = act(s_r * x[sorted_pairs[r] / K] W_gate_up^T + b), rows grouped by expert.
+   * expert_offsets and sorted_pairs are not checked here (that needs a host synchronization):
+   * the grouped GEMM keeps every value of them inside the buffers (grouped_gemm.h). */
   moeGemmParams g1 = gemm_defaults(L);
   g1.M = rows;
   g1.N = L->GI;
@@ -111,6 +114,7 @@ moeStatus_t moe_cuda_experts(const moeLayer *L, const moeExpertsArgs *a, moeScra
   g1.lda = L->Hr;
   g1.gather = a->sorted_pairs;
   g1.gather_div = L->K;
+  g1.gather_limit = rows; /* pairs t * K + j of x [T, Hr] and weights [T, K] */
   g1.row_scale = (L->cfg.routing == moeRoutingSigmoidTop1InputScale) ? a->weights : NULL;
   g1.B = L->w_gate_up;
   g1.b_group_stride = L->GI * L->Hr;
