@@ -38,7 +38,8 @@ combine_kernel(const moeCombineParams p) {
     for (int v = 0; v < VEC; ++v) acc[v] = 0.f;
     for (int j = 0; j < K; ++j) {
       const int64_t r = j < kMaxCachedSlots ? rows[j] : pr[j];
-      if (r < 0) continue;
+      // -1 and rows outside expert_out alike (one unsigned compare): never an out-of-bounds read
+      if (static_cast<uint64_t>(r) >= static_cast<uint64_t>(p.rows)) continue;
       const float w = j < kMaxCachedSlots ? wts[j] : (p.unit_weights ? 1.f : pw[j]);
       if (VEC == 1) {
         acc[0] = __fadd_rn(acc[0], __fmul_rn(w, to_f32(eo[r * p.Hr + c])));

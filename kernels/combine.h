@@ -1,5 +1,7 @@
 /* Combine: y[t] = sum_j w[t,j] * expert_out[pair_rows[t*K+j]] (+ shared_out[t]), fp32 sums in
- * slot order j = 0..K-1, one block per token, no atomics: bitwise deterministic. */
+ * slot order j = 0..K-1, one block per token, no atomics: bitwise deterministic. pair_rows is
+ * caller data the host cannot check without a synchronization: a row outside [0, rows) is
+ * skipped like -1, so no value of it reads outside expert_out. */
 #ifndef MOE_KERNELS_COMBINE_H
 #define MOE_KERNELS_COMBINE_H
 
@@ -17,7 +19,8 @@ typedef struct {
   int32_t dtype;
   int32_t unit_weights;          /* input-scaled routing: every kept selection sums with 1 */
   const void *expert_out;        /* [rows, Hr] sorted */
-  const int64_t *pair_rows;      /* [T * K], -1 = not computed here */
+  int64_t rows;                  /* rows of expert_out (T * K) */
+  const int64_t *pair_rows;      /* [T * K], -1 (or anything outside [0, rows)) = no row */
   const float *weights;          /* [T, K] */
   const void *shared_out;        /* [T, Hr] or NULL */
   void *y;                       /* [T, Hr] */

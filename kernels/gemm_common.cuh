@@ -12,7 +12,8 @@ namespace moe_kernels {
 enum : int { kActSwiGLU = 0, kActGELU = 1, kActReLU = 2, kActSquaredReLU = 3, kActSwiGLUClamped = 4 };
 
 // The m-tile this block computes: group g, rows [m0, m_end). False when the block is one of the
-// spare tiles of the worst-case grid (it then exits).
+// spare tiles of the worst-case grid (it then exits). group_offsets is the schedule kernel's
+// sanitized copy (moe_launch_grouped_gemm repoints it), so [m0, m_end) lies inside [0, M).
 __device__ __forceinline__ bool find_tile(const moeGemmParams &p, int BM, int &g, int64_t &m0,
                                           int64_t &m_end) {
   const int b = blockIdx.x;
@@ -23,7 +24,7 @@ __device__ __forceinline__ bool find_tile(const moeGemmParams &p, int BM, int &g
     return m0 < m_end;
   }
   const int G = p.num_groups;
-  const int32_t *tiles = p.tile_scratch;
+  const int32_t *tiles = static_cast<const int32_t *>(p.schedule_scratch);
   if (b >= tiles[G]) return false;
   int lo = 0, hi = G - 1;  // largest g with tiles[g] <= b
   while (lo < hi) {
@@ -37,7 +38,9 @@ __device__ __forceinline__ bool find_tile(const moeGemmParams &p, int BM, int &g
   return m0 < m_end;
 }
 
-// Fills the block's row table: source row of A (-1 past the group's end) and the row scale.
+// Fills the block's row table: source row of A (-1 past the group's end, or for a gather entry
+// outside [0, gather_limit): caller data, read as an absent row, never past A or row_scale) and
+// the row scale.
 __device__ __forceinline__ void fill_rows(const moeGemmParams &p, int BM, int64_t m0,
                                           int64_t m_end, int64_t *arow, float *ascale) {
   for (int i = threadIdx.x; i < BM; i += blockDim.x) {
@@ -46,8 +49,10 @@ __device__ __forceinline__ void fill_rows(const moeGemmParams &p, int BM, int64_
     float sc = 1.f;
     if (r < m_end) {
       const int64_t pair = p.gather ? p.gather[r] : r;
-      src = p.gather ? pair / p.gather_div : r;
-      if (p.row_scale) sc = p.row_scale[pair];
+      if (!p.gather || static_cast<uint64_t>(pair) < static_cast<uint64_t>(p.gather_limit)) {
+        src = p.gather ? pair / p.gather_div : r;
+        if (p.row_scale) sc = p.row_scale[pair];
+      }
     }
     arow[i] = src;
     ascale[i] = sc;

@@ -59,7 +59,8 @@ gemm_skinny_kernel(const moeGemmParams p, const int32_t *__restrict__ list) {
     m0 = p.group_offsets[g];
     m_end = p.group_offsets[g + 1];
   }
-  const int R = static_cast<int>(m_end - m0);  // 1..kSkinnyRows, by construction of the list
+  // 1..kSkinnyRows, by construction of the list from the sanitized offsets (group_offsets)
+  const int R = static_cast<int>(m_end - m0);
   fill_rows(p, kSkinnyRows, m0, m_end, arow, ascale);
   __syncthreads();  // arow / ascale are read by every warp (the K loop's barrier is not enough
                     // on its own: it would not run for an empty K)
@@ -101,7 +102,8 @@ gemm_skinny_kernel(const moeGemmParams p, const int32_t *__restrict__ list) {
     __syncthreads();  // the previous tile is consumed
     for (int i = threadIdx.x; i < R * kl_pad; i += kThreads) {
       const int r = i / kl_pad, k = i - r * kl_pad;
-      a_tile[r * kTileK + k] = k < kl ? to_f32(A[arow[r] * p.lda + k0 + k]) : 0.f;
+      const int64_t ar = arow[r];  // -1: a gather entry out of range (fill_rows), read as zeros
+      a_tile[r * kTileK + k] = k < kl && ar >= 0 ? to_f32(A[ar * p.lda + k0 + k]) : 0.f;
     }
     __syncthreads();
     for (int k = lane * W; k < kl; k += 32 * W) {

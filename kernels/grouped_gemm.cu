@@ -12,40 +12,66 @@
 
 namespace {
 
-// One block, one pass over the device group offsets (g = 0..G):
+struct MaxOp {
+  __device__ __forceinline__ int64_t operator()(int64_t a, int64_t b) const { return a > b ? a : b; }
+};
+
+__device__ __forceinline__ int64_t clamp_rows(int64_t v, int64_t M) { return v < 0 ? 0 : v > M ? M : v; }
+
+// One block, one pass over the caller's group offsets (g = 0..G), the only read of them:
+//   clean[g] = max_{h <= g} clamp(offsets[h], 0, M): the offsets every GEMM kernel reads (equal
+//     to offsets when those are valid; for any other values still groups of rows inside [0, M),
+//     disjoint and in order, so no kernel indexes past its buffers and the grid bounds hold);
 //   tiles[g] = sum_{h < g} ceil(rows_h / BM) over the groups of more than skinny_rows rows;
 //   list = [count, ids of the groups of 1..skinny_rows rows, ascending] (skinny_rows > 0).
 // One launch serves both kernels, which matters at decode, where launches are most of the time.
 __global__ void __launch_bounds__(1024)
-schedule_kernel(const int64_t *__restrict__ offsets, int G, int BM, int skinny_rows,
-                int32_t *__restrict__ tiles, int32_t *__restrict__ list) {
+schedule_kernel(const int64_t *__restrict__ offsets, int G, int64_t M, int BM, int skinny_rows,
+                int64_t *__restrict__ clean, int32_t *__restrict__ tiles,
+                int32_t *__restrict__ list) {
   using Scan = cub::BlockScan<int, 1024>;
-  __shared__ typename Scan::TempStorage temp;
+  // warp scans: the raking default spills registers with 1024 threads of int64
+  using MaxScan = cub::BlockScan<int64_t, 1024, cub::BLOCK_SCAN_WARP_SCANS>;
+  __shared__ union {
+    typename Scan::TempStorage sum;
+    typename MaxScan::TempStorage max;
+  } temp;
   __shared__ int tile_carry, list_carry;
-  if (threadIdx.x == 0) tile_carry = list_carry = 0;
+  __shared__ int64_t end_carry;  // clean[base]: the end of the group before this pass's first
+  if (threadIdx.x == 0) {
+    tile_carry = list_carry = 0;
+    end_carry = clean[0] = clamp_rows(offsets[0], M);
+  }
   __syncthreads();
   for (int base = 0; base < G; base += 1024) {
     const int g = base + static_cast<int>(threadIdx.x);
+    const int64_t e0 = end_carry;
+    int64_t begin, end = g < G ? clamp_rows(offsets[g + 1], M) : 0, end_max;
+    MaxScan(temp.max).ExclusiveScan(end, begin, e0, MaxOp(), end_max);
+    end = end > begin ? end : begin;
+    if (g < G) clean[g + 1] = end;
+    __syncthreads();  // every thread is done with the scan storage
     int n = 0, skinny = 0;
     if (g < G) {
-      const int64_t rows = offsets[g + 1] - offsets[g];
+      const int64_t rows = end - begin;
       if (rows > skinny_rows) n = static_cast<int>((rows + BM - 1) / BM);
       else skinny = rows > 0;
     }
     int excl, total;
-    Scan(temp).ExclusiveSum(n, excl, total);
+    Scan(temp.sum).ExclusiveSum(n, excl, total);
     const int c = tile_carry;
     if (g < G) tiles[g] = c + excl;
     __syncthreads();  // every thread read tile_carry and the scan storage
     int lexcl = 0, ltotal = 0;
     if (list) {
-      Scan(temp).ExclusiveSum(skinny, lexcl, ltotal);
+      Scan(temp.sum).ExclusiveSum(skinny, lexcl, ltotal);
       if (skinny) list[1 + list_carry + lexcl] = g;
       __syncthreads();
     }
     if (threadIdx.x == 0) {
       tile_carry = c + total;
       list_carry += ltotal;
+      end_carry = e0 > end_max ? e0 : end_max;
     }
     __syncthreads();
   }
@@ -75,20 +101,25 @@ extern "C" cudaError_t moe_launch_grouped_gemm(const moeGemmParams *p, cudaStrea
   const bool wgmma = tc && p->kernel == kWgmma && moe_gemm_wgmma_eligible(p);
   const int BM = wgmma ? moe_gemm_wgmma_block_m() : tc ? moe_gemm_tc_block_m() : moe_gemm_simt_block_m();
   int64_t m_tiles = (p->M + BM - 1) / BM;
+  moeGemmParams q = *p;  // what the GEMM kernels see
   if (p->group_offsets) {
     const int64_t G = p->num_groups;
-    if (G <= 0 || !p->tile_scratch) return cudaErrorInvalidValue;
+    if (G <= 0 || !p->schedule_scratch) return cudaErrorInvalidValue;
     // Heuristic: skinny groups are worth a kernel of their own when the groups average few rows
     // (decode); in prefill its grid would be spare blocks only. A tuning table may decide.
     const bool skinny = p->kernel == kSkinny || (p->kernel == kAuto && p->M <= moe_kernels::kSkinnyRows * G);
     const int skinny_rows = skinny ? moe_kernels::kSkinnyRows : 0;
-    int32_t *list = skinny_rows ? p->tile_scratch + G + 1 : nullptr;
-    schedule_kernel<<<1, 1024, 0, stream>>>(p->group_offsets, p->num_groups, BM, skinny_rows,
-                                            p->tile_scratch, list);
+    // schedule_scratch: tiles [G + 1], list [G + 1] (int32), clean offsets [G + 1] (int64)
+    int32_t *tiles = static_cast<int32_t *>(p->schedule_scratch);
+    int32_t *list = skinny_rows ? tiles + G + 1 : nullptr;
+    int64_t *clean = reinterpret_cast<int64_t *>(tiles + 2 * (G + 1));
+    schedule_kernel<<<1, 1024, 0, stream>>>(p->group_offsets, p->num_groups, p->M, BM, skinny_rows,
+                                            clean, tiles, list);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
+    q.group_offsets = clean;  // from here on no kernel reads the caller's offsets
     if (list) {
-      err = moe_launch_gemm_skinny(p, list, p->M < G ? p->M : G, stream);
+      err = moe_launch_gemm_skinny(&q, list, p->M < G ? p->M : G, stream);
       if (err != cudaSuccess || p->M <= skinny_rows) return err;  // no group can be tiled
     }
     // each tiled group wastes at most one partial tile; with skinny groups out, at most
@@ -96,6 +127,6 @@ extern "C" cudaError_t moe_launch_grouped_gemm(const moeGemmParams *p, cudaStrea
     const int64_t tiled_groups = p->M / (skinny_rows + 1);
     m_tiles += tiled_groups < G ? tiled_groups : G;
   }
-  if (wgmma) return moe_launch_gemm_wgmma(p, m_tiles, stream);
-  return tc ? moe_launch_gemm_tc(p, m_tiles, stream) : moe_launch_gemm_simt(p, m_tiles, stream);
+  if (wgmma) return moe_launch_gemm_wgmma(&q, m_tiles, stream);
+  return tc ? moe_launch_gemm_tc(&q, m_tiles, stream) : moe_launch_gemm_simt(&q, m_tiles, stream);
 }

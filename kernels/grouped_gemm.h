@@ -12,6 +12,14 @@
  * kernel takes a group is decided on the device from its row count. Deterministic: each output
  * is a fixed-order sum.
  *
+ * Offsets and gather entries are caller data (moeLayerExperts) that the host cannot check
+ * without a synchronization, so the device makes every value of them safe: the schedule kernel,
+ * the only reader of group_offsets, clamps each offset into [0, M] and to at least the one
+ * before it (a running maximum) and the GEMM kernels read that copy only, so every group is a
+ * range of rows inside [0, M); a gather entry outside [0, gather_limit) reads no row (zeros,
+ * scale 1). Valid inputs pass through unchanged; invalid ones give unspecified rows, never an
+ * access outside a buffer.
+ *
  * Epilogue, in fp32: v = acc * row_scale + bias; gated (SwiGLU family): output column i uses
  * v_gate = column i and v_up = column Nout + i of B, with Nout = N / 2; then the activation; then
  * + accum_in (fp32) + add (dtype); stored as dtype, or fp32 when c_f32. */
@@ -31,21 +39,26 @@ extern "C" {
 /* Groups of at most this many rows run on the skinny (memory-bound) kernel when the groups
  * average no more rows than that; larger groups on the tensor-core (or SIMT) tiles. */
 #define MOE_GEMM_SKINNY_ROWS 8
-/* int32 scratch entries per grouped launch: the m-tile schedule and the skinny group list. */
-#define MOE_GEMM_TILE_SCRATCH(groups) (2 * ((int64_t)(groups) + 1))
+/* Device scratch bytes per grouped launch: the m-tile schedule and the skinny group list (int32,
+ * groups + 1 each), then the sanitized offsets (int64, groups + 1). */
+#define MOE_GEMM_SCHEDULE_SCRATCH_BYTES(groups) ((size_t)((int64_t)(groups) + 1) * 16u)
 
 typedef struct {
   int32_t dtype;                 /* moeDtype_t of A, B, add and (unless c_f32) C */
   int64_t M;                     /* rows: the most rows the groups can hold (grid size) */
   int64_t N, K;                  /* columns of B (2 * Nout when gated), reduction length */
   int32_t num_groups;            /* > 0 with group_offsets; ignored without */
-  const int64_t *group_offsets;  /* [num_groups + 1] device, or NULL: one group of rows [0, M) */
-  int32_t *tile_scratch;         /* [MOE_GEMM_TILE_SCRATCH(num_groups)] int32 device scratch
-                                    (with group_offsets) */
+  const int64_t *group_offsets;  /* [num_groups + 1] device, or NULL: one group of rows [0, M).
+                                    Any values (see above) */
+  void *schedule_scratch;        /* MOE_GEMM_SCHEDULE_SCRATCH_BYTES(num_groups) bytes of device
+                                    scratch, 8-byte aligned (with group_offsets) */
   const void *A;
   int64_t lda;
   const int64_t *gather;         /* row r reads A row gather[r] / gather_div; NULL = row r */
   int64_t gather_div;
+  int64_t gather_limit;          /* with gather: A holds gather_limit / gather_div rows and
+                                    row_scale gather_limit entries; entries outside
+                                    [0, gather_limit) read neither */
   const float *row_scale;        /* scale of row r: row_scale[gather ? gather[r] : r], or NULL */
   const void *B;
   int64_t b_group_stride;        /* elements between groups' B */

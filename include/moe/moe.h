@@ -368,6 +368,19 @@ MOE_API moeStatus_t moeLayerForwardDense(moeLayer_t layer, int64_t num_tokens, c
  * The stages, each callable alone. T below is the number of (sub-)tokens the router sees
  * (num_tokens * num_heads for multi-head MoE) and K the route width. Scratch is taken from the
  * workspace (sized by moeLayerGetWorkspaceSize for at least T tokens; NULL = the layer's own).
+ *
+ * Index arrays. expert_offsets, sorted_pairs and pair_rows are normally permute's outputs but
+ * may be the caller's own. An entry outside its contract (an offset outside [0, T * K] or
+ * below the one before it, a sorted pair outside [0, T * K), a pair row outside [-1, T * K)):
+ *  - CPU backend: moeErrorInvalidArgument, the message naming the first bad entry.
+ *  - CUDA backend: the call succeeds and never reads or writes outside a buffer; checking would
+ *    need a host synchronization, which the asynchronous, graph-capturable stages never do.
+ *    Instead: each offset is clamped into [0, T * K] and raised to the one before it, and
+ *    experts computes exactly the groups of those offsets (rows outside them stay untouched);
+ *    a sorted pair out of range reads no token; a pair row out of range is skipped like -1.
+ *    Every output that depends on a bad entry is unspecified; the others are what valid inputs
+ *    give.
+ * Expert ids outside [0, E) are "no expert" (like -1) for permute on both backends.
  * ------------------------------------------------------------------------------------------- */
 
 /* Route: scores, selection and weights.

@@ -167,7 +167,9 @@ MOE_API moeStatus_t moeEpLayerForward(moeEpLayer_t layer, int64_t num_tokens, co
 
 /* As moeEpLayerForward, with routing done by the caller (a serving stack that owns routing):
  * [in] expert_ids [T_local, K] int32 global ids or -1, weights [T_local, K] fp32, backend
- * memory, K = moeLayerGetRouteWidth. Returns: as moeEpLayerForward. */
+ * memory, K = moeLayerGetRouteWidth. An id outside [-1, E) is refused on every backend
+ * (InvalidArgument naming it: this call synchronizes anyway, unlike the moe.h stages).
+ * Returns: as moeEpLayerForward. */
 MOE_API moeStatus_t moeEpLayerForwardRouted(moeEpLayer_t layer, int64_t num_tokens,
                                             const void *x, const int32_t *expert_ids,
                                             const float *weights, void *y, void *workspace,

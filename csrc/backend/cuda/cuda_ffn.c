@@ -8,13 +8,13 @@
 #define ALIGN_UP(v) (((v) + (size_t)255) & ~(size_t)255)
 
 typedef struct {
-  size_t tiles, h, total;
+  size_t sched, h, total;
 } ExpertsPlan;
 
 static void experts_plan(const moeLayer *L, int64_t T, ExpertsPlan *p) {
   const size_t rows = (size_t)(T > 0 ? T : 0) * (size_t)L->K;
   size_t off = 0;
-  p->tiles = off; off += ALIGN_UP((size_t)MOE_GEMM_TILE_SCRATCH(L->E_local) * sizeof(int32_t));
+  p->sched = off; off += ALIGN_UP(MOE_GEMM_SCHEDULE_SCRATCH_BYTES(L->E_local));
   p->h = off; off += ALIGN_UP(rows * (size_t)L->I * moe_layer_elem_size(L));
   p->total = off;
 }
@@ -46,11 +46,12 @@ static moeGemmParams gemm_defaults(const moeLayer *L) {
   g.M = g.N = g.K = 0;
   g.num_groups = 0;
   g.group_offsets = NULL;
-  g.tile_scratch = NULL;
+  g.schedule_scratch = NULL;
   g.A = NULL;
   g.lda = 0;
   g.gather = NULL;
   g.gather_div = 1;
+  g.gather_limit = 0;
   g.row_scale = NULL;
   g.B = NULL;
   g.b_group_stride = 0;
@@ -99,18 +100,21 @@ moeStatus_t moe_cuda_experts(const moeLayer *L, const moeExpertsArgs *a, moeScra
   void *h = base + ep.h;
   const int64_t rows = T * L->K;
 
-  /* GEMM1: h[r] = act(s_r * x[sorted_pairs[r] / K] W_gate_up^T + b), rows grouped by expert. */
+  /* GEMM1: h[r] = act(s_r * x[sorted_pairs[r] / K] W_gate_up^T + b), rows grouped by expert.
+   * expert_offsets and sorted_pairs are not checked here (that needs a host synchronization):
+   * the grouped GEMM keeps every value of them inside the buffers (grouped_gemm.h). */
   moeGemmParams g1 = gemm_defaults(L);
   g1.M = rows;
   g1.N = L->GI;
   g1.K = L->Hr;
   g1.num_groups = L->E_local;
   g1.group_offsets = a->expert_offsets;
-  g1.tile_scratch = (int32_t *)(base + ep.tiles);
+  g1.schedule_scratch = base + ep.sched;
   g1.A = a->x;
   g1.lda = L->Hr;
   g1.gather = a->sorted_pairs;
   g1.gather_div = L->K;
+  g1.gather_limit = rows; /* pairs t * K + j of x [T, Hr] and weights [T, K] */
   g1.row_scale = (L->cfg.routing == moeRoutingSigmoidTop1InputScale) ? a->weights : NULL;
   g1.B = L->w_gate_up;
   g1.b_group_stride = L->GI * L->Hr;
@@ -130,7 +134,7 @@ moeStatus_t moe_cuda_experts(const moeLayer *L, const moeExpertsArgs *a, moeScra
   g2.K = L->I;
   g2.num_groups = L->E_local;
   g2.group_offsets = a->expert_offsets;
-  g2.tile_scratch = (int32_t *)(base + ep.tiles);
+  g2.schedule_scratch = base + ep.sched;
   g2.A = h;
   g2.lda = L->I;
   g2.B = L->w_down;
@@ -203,6 +207,7 @@ moeStatus_t moe_cuda_combine(const moeLayer *L, const moeCombineArgs *a, moeStre
   p.dtype = (int32_t)L->cfg.dtype;
   p.unit_weights = L->cfg.routing == moeRoutingSigmoidTop1InputScale;
   p.expert_out = a->expert_out;
+  p.rows = a->T * (int64_t)L->K;
   p.pair_rows = a->pair_rows;
   p.weights = a->weights;
   p.shared_out = a->shared_out;
