@@ -380,7 +380,8 @@ MOE_API moeStatus_t moeLayerForwardDense(moeLayer_t layer, int64_t num_tokens, c
  *    a sorted pair out of range reads no token; a pair row out of range is skipped like -1.
  *    Every output that depends on a bad entry is unspecified; the others are what valid inputs
  *    give.
- * Expert ids outside [0, E) are "no expert" (like -1) for permute on both backends.
+ * Expert ids (permute's input) outside [-1, E): the CPU backend refuses them likewise; the CUDA
+ * backend's permute gives them no row, as for -1.
  * ------------------------------------------------------------------------------------------- */
 
 /* Route: scores, selection and weights.

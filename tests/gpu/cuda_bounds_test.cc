@@ -89,7 +89,7 @@ class ScopedEnv {
   std::string old_;
 };
 
-// ---- permute: ids outside [0, E) are "no expert" on both backends, so the results agree -------
+// ---- permute: ids outside [-1, E) get no row on CUDA (the CPU refuses them) ----------------------
 
 TEST(CudaBounds, PermuteGarbageIds) {
   if (!moe_test::HasGpu()) GTEST_SKIP() << "no GPU";
@@ -104,8 +104,15 @@ TEST(CudaBounds, PermuteGarbageIds) {
     for (size_t i = 0; i < ids.size(); ++i)
       ids[i] = i % 3 == 0 ? bad[(i / 3) % (sizeof(bad) / sizeof(bad[0]))] : static_cast<int32_t>(i * 5 % E);
     std::vector<int64_t> off_c(E + 1), sp_c(size_t(T * k)), pr_c(size_t(T * k));
-    MOE_ASSERT_OK(moeLayerPermute(L.cpu, T, ids.data(), off_c.data(), sp_c.data(), pr_c.data(),
-                                  nullptr, 0, nullptr));
+    EXPECT_EQ(moeLayerPermute(L.cpu, T, ids.data(), off_c.data(), sp_c.data(), pr_c.data(),
+                              nullptr, 0, nullptr),
+              moeErrorInvalidArgument);
+    // The CPU reference of what CUDA does: every bad id read as -1.
+    std::vector<int32_t> ids_as_none = ids;
+    for (int32_t &id : ids_as_none)
+      if (id < -1 || id >= E) id = -1;
+    MOE_ASSERT_OK(moeLayerPermute(L.cpu, T, ids_as_none.data(), off_c.data(), sp_c.data(),
+                                  pr_c.data(), nullptr, 0, nullptr));
     DevBuf dids(ids.size() * 4);
     PutVec(dids, ids);
     Guarded doff((E + 1) * 8), dsp(size_t(T * k) * 8), dpr(size_t(T * k) * 8);
