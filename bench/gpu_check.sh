@@ -259,8 +259,10 @@ for try in 1 2 3; do
   fi
   timed_out $rc && { status_configure="TIMEOUT"; break; }
   # (What the error says, not the whole log: that names libcjson when it was found, too.)
-  if sed -n '/CMake Error/,$p' "$work/configure$try.txt" | grep -qE "pkg_check_modules|PkgConfig" &&
-    [[ "${fallback[*]}" != *CJSON* ]]; then
+  # (awk reads its whole input: `sed | grep -q` under pipefail reads false when grep's early exit
+  # kills sed, the bug class that once broke CI.)
+  if awk '/CMake Error/ {on = 1} on && /pkg_check_modules|PkgConfig/ {found = 1} END {exit !found}' \
+    "$work/configure$try.txt" && [[ "${fallback[*]}" != *CJSON* ]]; then
     fallback+=(-DMOE_WITH_CJSON=OFF)
   elif [[ "${fallback[*]}" != *BUILD_TESTS* ]]; then
     fallback+=(-DMOE_BUILD_TESTS=OFF)
