@@ -411,6 +411,17 @@ static int check_combinations(benchOptions *o) {
   if (o->num_tokens && o->sweep) return usage_error("--tokens and --sweep exclude each other");
   if (GIVEN(BENCH_OPT_LAYER) && !o->checkpoint)
     return usage_error("--layer applies to --checkpoint only");
+  /* A family's own option must not be overridden by a later --routing (choose_routing sees
+   * only the option that chose last). */
+  static const struct { int id; moeRouting_t family; } kFamilyOption[] = {
+      {BENCH_OPT_TOP_P, moeRoutingTopP},
+      {BENCH_OPT_EXPERT_CHOICE, moeRoutingExpertChoice},
+      {BENCH_OPT_DENSE, moeRoutingDense}};
+  for (size_t i = 0; i < sizeof kFamilyOption / sizeof kFamilyOption[0]; ++i)
+    if (GIVEN(kFamilyOption[i].id) && o->routing != (int)kFamilyOption[i].family)
+      return usage_error("%s conflicts with --routing %s: each chooses the routing",
+                         kOptions[kFamilyOption[i].id].name,
+                         bench_routing_name((moeRouting_t)o->routing));
   if (o->checkpoint && (o->num_presets || o->scale || o->routing >= 0 || o->capacity_factor > 0 ||
                         o->drop_policy >= 0 || o->heads || o->k_max))
     return usage_error("--checkpoint takes the layer as it is: no --preset, --scale or routing "

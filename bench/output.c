@@ -81,6 +81,12 @@ int bench_output_probe(const char *path) {
   return 0;
 }
 
+int bench_output_same_file(const char *a, const char *b) {
+  if (!a || !b || strcmp(a, "-") == 0 || strcmp(b, "-") == 0) return 0;
+  struct stat sa, sb;
+  return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 int bench_temp_file(char *path, size_t len, const char *stem) {
   const char *dir = getenv("TMPDIR");
   snprintf(path, len, "%s/%s-XXXXXX", dir && *dir ? dir : "/tmp", stem);

@@ -31,6 +31,9 @@ int bench_output_write_once(const char *path, benchWriteDoc write_doc, const voi
 /* Checks that path can be created or written, without truncating it or leaving a new file
  * behind (for a file written only at the end). Returns 0, or -1 after the message. */
 int bench_output_probe(const char *path);
+/* 1 when both paths name one existing file (./out and out, a link): options given different
+ * spellings of one file would overwrite each other. "-" and NULL are never the same file. */
+int bench_output_same_file(const char *a, const char *b);
 /* Creates an empty temporary file (in TMPDIR, else /tmp) named after stem and writes its path.
  * Returns 0, or -1 after a message. */
 int bench_temp_file(char *path, size_t len, const char *stem);

@@ -21,6 +21,17 @@ int bench_report_open_files(benchReport *rep) {
     bench_output_close(&rep->json);
     return -1;
   }
+  /* Now that both exist: different spellings of one file (the options check compared strings) */
+  const char *paths[3] = {rep->opt->json_path, rep->opt->csv_path, rep->opt->tune_path};
+  const char *names[3] = {"--json", "--csv", "--tune"};
+  for (int a = 0; a < 3; ++a)
+    for (int b = a + 1; b < 3; ++b)
+      if (bench_output_same_file(paths[a], paths[b])) {
+        fprintf(stderr, "moe-bench: %s %s and %s %s are the same file\n", names[a], paths[a],
+                names[b], paths[b]);
+        bench_report_free(rep);
+        return -1;
+      }
   return 0;
 }
 

@@ -43,7 +43,7 @@ moeStatus_t moe_error(moeStatus_t status, const char *fmt, ...) {
   va_start(args, fmt);
   vsnprintf(message, sizeof message, fmt, args);
   va_end(args);
-  memcpy(g_last_error, message, sizeof message);
+  memcpy(g_last_error, message, strlen(message) + 1);
   return status;
 }
 
