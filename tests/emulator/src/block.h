@@ -3,8 +3,11 @@
 // mbarrier, TMA, wgmma).
 #pragma once
 
+#include <cuda_fp16.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <vector>
@@ -103,6 +106,20 @@ void yield_to_scheduler(BlockRun &r, Fiber &f);
 const char *wg_op_name(int op);
 bool complete_deferred_wgmma_wait(BlockRun &r);
 bool flush_tma(BlockRun &r, uint32_t bar);
+
+// A 16-bit tensor-core operand (the bits of a bf16 or an fp16) as float: mma.sync (scheduler.cc)
+// and wgmma (hopper.cc) read their operands the same way.
+inline float operand16_to_f32(uint16_t h, bool bf16) {
+  if (bf16) {
+    const uint32_t u = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+  __half_raw raw;
+  raw.x = h;
+  return __half2float(__half(raw));
+}
 
 }  // namespace detail
 }  // namespace moe_emu

@@ -2,8 +2,6 @@
 // TMA copies through the emulated tensor maps with the 128-byte swizzle, and wgmma as a
 // warpgroup collective that reads its operands through shared-memory descriptors. Written from
 // the PTX ISA; the scheduler (scheduler.cc) runs the fibers that call these.
-#include <cuda_fp16.h>
-
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -109,15 +107,7 @@ void perform_wgmma(BlockRun &r, const WgmmaOp &op) {
   auto load = [&](uint64_t desc, int row, int k) {
     uint16_t h;
     std::memcpy(&h, smem_at(r, operand_addr(r.spec->name, desc, row, k), 2), 2);
-    if (op.bf16) {
-      const uint32_t u = static_cast<uint32_t>(h) << 16;
-      float f;
-      std::memcpy(&f, &u, 4);
-      return f;
-    }
-    __half_raw raw;
-    raw.x = h;
-    return __half2float(__half(raw));
+    return operand16_to_f32(h, op.bf16);
   };
   std::vector<float> A(64 * 16), B(static_cast<size_t>(op.n) * 16);
   for (int m = 0; m < 64; ++m)

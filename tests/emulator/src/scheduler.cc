@@ -5,8 +5,6 @@
 
 #include "block.h"
 
-#include <cuda_fp16.h>
-
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -317,17 +315,7 @@ void complete_warp(WarpSync &w, int warp_index) {
       // C, D (16x8): c0,c1: (g, 2t..2t+1), c2,c3: (g+8, 2t..2t+1).
       if (mask != 0xffffffffu) fatal("mma.sync with mask 0x%08x: every lane of the warp takes part", mask);
       const bool bf16 = w.op == kOpMmaBf16;
-      auto half_to_f32 = [bf16](uint16_t h) -> float {
-        if (bf16) {
-          const uint32_t u = static_cast<uint32_t>(h) << 16;
-          float f;
-          std::memcpy(&f, &u, 4);
-          return f;
-        }
-        __half_raw raw;
-        raw.x = h;
-        return __half2float(__half(raw));
-      };
+      auto half_to_f32 = [bf16](uint16_t h) { return operand16_to_f32(h, bf16); };
       auto lo = [](uint32_t v) { return static_cast<uint16_t>(v & 0xffffu); };
       auto hi = [](uint32_t v) { return static_cast<uint16_t>(v >> 16); };
       float A[16][16], B[16][8], C[16][8];
